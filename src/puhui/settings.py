@@ -1,0 +1,74 @@
+"""Settings from the environment (PUHUI_*) and an optional TOML file at $PUHUI_HOME/config.toml."""
+from __future__ import annotations
+
+import os
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# OpenAI model names that existing client code uses, resolved to our packaged defaults.
+DEFAULT_ALIASES = {
+    "text-davinci-003": "smollm2-135m-instruct",
+    "gpt-3.5-turbo-instruct": "smollm2-135m-instruct",
+    "gpt-3.5-turbo": "smollm2-135m-instruct",
+    "gpt-4o-mini": "smollm2-135m-instruct",
+    "text-embedding-ada-002": "all-minilm-l6-v2",
+    "text-embedding-3-small": "all-minilm-l6-v2",
+}
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("PUHUI_HOME") or Path.home() / ".cache" / "puhui").expanduser()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PUHUI_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home)
+    device: str = "cpu"            # "cpu", "cuda", "cuda:1", or "auto"
+    threads: int = 0               # 0: let torch decide
+    api_keys: list[str] = Field(default_factory=list)
+    aliases: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ALIASES))
+
+    @property
+    def store_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    def resolve(self, name: str) -> str:
+        """A model alias to the real store name (unchanged when it is not an alias)."""
+        return self.aliases.get(name, name)
+
+
+def _from_toml(home: Path) -> dict:
+    path = home / "config.toml"
+    if not path.is_file():
+        return {}
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    aliases = dict(DEFAULT_ALIASES)
+    aliases.update(data.pop("aliases", {}))
+    data["aliases"] = aliases
+    return data
+
+
+@lru_cache(maxsize=None)
+def _cached(home: str) -> Settings:
+    file_values = _from_toml(Path(home))
+    env = Settings()  # environment wins over the file
+    merged = {**file_values, **{k: v for k, v in env.model_dump().items() if k in env.model_fields_set}}
+    return Settings(**merged)
+
+
+def get_settings() -> Settings:
+    """Settings for the current PUHUI_HOME (re-read when PUHUI_HOME changes, e.g. in tests)."""
+    return _cached(str(default_home()))

@@ -1,0 +1,30 @@
+"""The seed's `preprocess_text` (its §3.2), done for every script.
+
+The seed cleans with re.sub(r"[^a-zA-Z0-9\\s]", "", text), which deletes every Chinese character (and
+every accent, every Cyrillic letter ...). This pipeline decides by Unicode category instead.
+"""
+from __future__ import annotations
+
+from ..errors import BadInput
+from .cleaning import clean, normalize
+from .language import detect_lang
+from .segment import tokenize
+from .stoplist import drop_stop_words
+
+
+def preprocess_text(text: str, lang: str = "en", remove_stop_words: bool = True) -> str:
+    """Normalise (NFKC), clean, case-fold, tokenize, drop stop words, join with spaces.
+
+    `lang` picks the stop-word list ('en', 'zh'); "auto" picks zh or en by counting Han characters.
+    Chinese comes out one character a token: preprocess_text("我们喜欢自然语言处理。", "zh")
+    == "喜 欢 自 然 语 言 处 理".
+    """
+    if not isinstance(text, str):
+        raise BadInput(f"preprocess_text needs a str, got {type(text).__name__}")
+    text = clean(normalize(text))
+    if lang == "auto":
+        lang = detect_lang(text)
+    tokens = tokenize(text, lang)
+    if remove_stop_words:
+        tokens = drop_stop_words(tokens, lang)
+    return " ".join(tokens)
