@@ -252,14 +252,14 @@ def test_failure_mid_import_leaves_nothing(tmp_path, home, monkeypatch):
 
 def test_failure_writing_manifest_keeps_old(tmp_path, home, monkeypatch):
     old = store.save_model("m", "classification", None, "other", {"a.txt": b"old"})
-    real_write = store._write
+    real_write = store.fsync_file
 
     def boom(path, data):
         if path.name == "manifest.json":
             raise OSError("crash (simulated)")
         return real_write(path, data)
 
-    monkeypatch.setattr(store, "_write", boom)
+    monkeypatch.setattr(store, "fsync_file", boom)
     with pytest.raises(OSError):
         store.save_model("m", "classification", None, "other", {"a.txt": b"new"})
     assert store.get("m") == old and store.model_file("m", "a.txt").read_bytes() == b"old"

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import packaged
+from .atomic import fsync_dir, fsync_file
 from .errors import BadCheckpoint, BadInput, ModelNotFound, Offline, Unsupported
 from .formats import check_file
 from .progress import Progress, ProgressFn, silent
@@ -240,7 +241,7 @@ def remove(name: str) -> Manifest:
         raise ModelNotFound(f"no model {name!r} in the store{hint}; see `puhui models list`")
     old = root / f".old-{name}-{secrets.token_hex(4)}"
     os.rename(final, old)
-    _fsync_dir(root)
+    fsync_dir(root)
     shutil.rmtree(old, ignore_errors=True)
     return m
 
@@ -345,7 +346,7 @@ def _install(name: str, facts: dict, srcs: list[_Src], source: str, progress: Pr
                     sha, _ = _stream(s.paths[0], dst, progress, f"copy {s.name}")
             elif s.how == "data":
                 sha = hashlib.sha256(s.data).hexdigest()
-                _write(dst, s.data)
+                fsync_file(dst, s.data)
             else:  # copy / join
                 sha, _ = _stream(s.paths, dst, progress, f"{'copy' if s.how == 'copy' else 'join'} {s.name}")
             if s.how in ("data", "join"):
@@ -359,8 +360,8 @@ def _install(name: str, facts: dict, srcs: list[_Src], source: str, progress: Pr
                      created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      main=facts.get("main"), extra=facts.get("extra") or {})
         m.card = _card(m, facts.get("description", ""))
-        _write(tmp / "README.md", m.card.encode())
-        _write(tmp / "manifest.json", (json.dumps(m.to_dict(), indent=2) + "\n").encode())
+        fsync_file(tmp / "README.md", m.card.encode())
+        fsync_file(tmp / "manifest.json", (json.dumps(m.to_dict(), indent=2) + "\n").encode())
     return m
 
 
@@ -371,14 +372,14 @@ def _building(root: Path, name: str) -> Iterator[Path]:
     try:
         yield tmp
         for d, _, _ in os.walk(tmp):
-            _fsync_dir(Path(d))
+            fsync_dir(Path(d))
         final = root / name
         old = None
         if final.exists() or final.is_symlink():
             old = root / f".old-{name}-{secrets.token_hex(4)}"
             os.rename(final, old)
         os.rename(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
@@ -409,26 +410,6 @@ def _recover(root: Path) -> None:
             shutil.rmtree(d, ignore_errors=True)
         elif d.name.startswith(".tmp-") and age > 86400:
             shutil.rmtree(d, ignore_errors=True)
-
-
-def _write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _stream(srcs: Path | list[Path], dst: Path | None, progress: ProgressFn,

@@ -7,38 +7,14 @@ checkpoint.pt holds only tensors and plain containers and is read with torch.loa
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_write
 from ..errors import BadCheckpoint
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call write(tmp_path) and move the result onto path atomically and durably."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(str(tmp))
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-    return path
 
 
 def save_json(path: str | Path, obj) -> Path:
