@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export PUHUI_HOME ?= $(HOME)/.cache/puhui
 
-.PHONY: run test test-fast setup bench clean
+.PHONY: run demo test test-fast setup bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,9 @@ setup: $(STAMP)
 	$(BIN)/puhui models register-defaults
 
 run: setup
+	$(BIN)/puhui serve --host 127.0.0.1 --port 8000
+
+demo: setup
 	$(BIN)/puhui train classifier --epochs 20
 
 test: setup

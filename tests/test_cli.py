@@ -68,3 +68,14 @@ def test_models_errors_are_one_line(home, tmp_path, monkeypatch):
     assert r.returncode == 2 and "../escape" in r.stderr
     r = run_cli("models", "pull", "some-org/some-model", home=home, timeout=120)
     assert r.returncode == 4 and "some-org/some-model" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_api_keys_from_env_comma_or_json(home, monkeypatch):
+    from puhui import settings
+    monkeypatch.setenv("PUHUI_API_KEYS", "k1, k2")
+    settings._cached.cache_clear()
+    assert get_settings().api_keys == ["k1", "k2"]
+    monkeypatch.setenv("PUHUI_API_KEYS", '["k3"]')
+    settings._cached.cache_clear()
+    assert get_settings().api_keys == ["k3"]
+    settings._cached.cache_clear()

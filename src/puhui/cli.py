@@ -205,6 +205,231 @@ def predict(name: str, data: str = typer.Option(..., "--data", help="A CSV with 
         typer.echo(text, nl=False)
 
 
+# ------------------------------------------------------------------------------------------------ text
+
+def _text_generator(model: str):
+    from . import store
+    from .errors import Unsupported
+    from .tasks import load
+
+    task = store.get(model).task
+    if task != "text-generation":
+        raise Unsupported(f"model {model!r} is a {task} model, not a text-generation one")
+    return load(model, max_batch=1)
+
+
+def _sampling(max_tokens, temperature, top_p, seed) -> dict:
+    """The sampling options, checked before any model is loaded."""
+    from .engine.sampling import SamplingParams
+
+    sampling = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
+    SamplingParams(**{k: v for k, v in sampling.items() if v is not None})
+    return sampling
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+@app.command("run")
+def run_text(
+    model: str = typer.Argument(..., help="Model name or alias in the store, e.g. smollm2-135m-instruct."),
+    prompt: Optional[str] = typer.Argument(None, help="The prompt (default: read from stdin)."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="At most this many new tokens."),
+    temperature: float = typer.Option(0.7, "--temperature", help="0 is greedy."),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    system: Optional[str] = typer.Option(None, "--system", help="A system message (chat models)."),
+    raw: bool = typer.Option(False, "--raw", help="Complete the prompt as it is, without the chat template."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with text and usage."),
+):
+    """Generate text from a prompt, streamed to the terminal. A chat model gets it as a user message."""
+    if prompt is None:
+        prompt = sys.stdin.read().rstrip("\n")
+    sampling = _sampling(max_tokens, temperature, top_p, seed)
+    gen = _text_generator(model)
+    chat = bool(gen.chat_template) and not raw
+    what = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    if as_json:
+        r = gen.chat(what, **sampling) if chat else gen.generate(prompt, **sampling)
+        return _print_json({"model": gen.name, "text": r.text, "finish_reason": r.finish_reason,
+                            "usage": {"prompt_tokens": r.usage.prompt_tokens,
+                                      "completion_tokens": r.usage.completion_tokens,
+                                      "total_tokens": r.usage.total_tokens}})
+    for delta in gen.stream(what if chat else prompt, **sampling):
+        _write(delta)
+    _write("\n")
+
+
+@app.command("chat")
+def chat_text(
+    model: str = typer.Argument(..., help="Model name or alias in the store."),
+    system: Optional[str] = typer.Option(None, "--system", help="A system message to start with."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="At most this many tokens an answer."),
+    temperature: float = typer.Option(0.7, "--temperature", help="0 is greedy."),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+):
+    """Chat with a model: /reset clears the history, /exit (or Ctrl-D) quits. From a pipe, each line is a message."""
+    from .errors import BadInput, Unsupported
+
+    sampling = _sampling(max_tokens, temperature, top_p, seed)
+    gen = _text_generator(model)
+    if not gen.chat_template:
+        raise Unsupported(f"model {gen.name!r} has no chat template; use `puhui run {gen.name} --raw`")
+    start = [{"role": "system", "content": system}] if system else []
+    history = list(start)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        typer.echo(f"chatting with {gen.name} (/reset clears the history, /exit or Ctrl-D quits)", err=True)
+    while True:
+        try:
+            line = input(">>> ") if interactive else sys.stdin.readline()
+        except EOFError:
+            break
+        if not interactive and not line:
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("/exit", "/quit", "/bye"):
+            break
+        if line == "/reset":
+            history = list(start)
+            if interactive:
+                typer.echo("(history cleared)", err=True)
+            continue
+        history.append({"role": "user", "content": line})
+        answer = []
+        try:
+            for delta in gen.stream(history, **sampling):
+                _write(delta)
+                answer.append(delta)
+        except BadInput as e:   # the conversation outgrew the context: say so, keep going
+            history.pop()
+            typer.echo(f"error: {e} (/reset starts over)", err=True)
+            continue
+        _write("\n")
+        history.append({"role": "assistant", "content": "".join(answer)})
+
+
+# ------------------------------------------------------------------------------------------------ recommendation
+
+@train_app.command("deepfm")
+def train_deepfm(
+    data: str = typer.Option("ml-100k", "--data", help="ml-100k (MovieLens-100k), or a CSV/Parquet file with --spec."),
+    spec: Optional[str] = typer.Option(None, "--spec", help="Feature spec (JSON/TOML file or inline JSON): sparse, "
+                                                             "multi_hot, dense, label, user, item ..."),
+    model: str = typer.Option("deepfm", "--model", help="deepfm, fm or widedeep."),
+    epochs: int = typer.Option(10, "--epochs", help="At most this many epochs (early stopping, patience 2)."),
+    embed_dim: int = typer.Option(16, "--embed-dim", help="Embedding size."),
+    hidden: List[int] = typer.Option([256, 128], "--hidden", help="DNN layer size; repeat for more layers."),
+    dropout: float = typer.Option(0.2, "--dropout"),
+    l2: float = typer.Option(1e-5, "--l2", help="L2 on the embeddings a batch uses."),
+    lr: float = typer.Option(3e-3, "--lr"),
+    batch_size: int = typer.Option(1024, "--batch-size"),
+    negatives: int = typer.Option(4, "--negatives", help="Sampled negatives a positive (the top-k model)."),
+    patience: int = typer.Option(2, "--patience", help="Epochs without a better validation score before stopping."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name in the store (default: DATA-MODEL)."),
+    seed: int = typer.Option(0, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the runs from their last checkpoints."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
+):
+    """Train a recommender (DeepFM, FM or Wide&Deep): CTR AUC/log loss on a random split, HR@10/NDCG@10 top-k."""
+    from .tasks.recommendation import train_recommender
+
+    with _progress() as p:
+        say = (lambda s: typer.echo(s, err=True)) if as_json else \
+            (lambda s: p.console_print(s, markup=False, highlight=False))
+        res = train_recommender(data, spec, model=model, epochs=epochs, embed_dim=embed_dim, hidden=tuple(hidden),
+                                dropout=dropout, l2=l2, lr=lr, batch_size=batch_size, n_neg=negatives,
+                                patience=patience, name=name, seed=seed, resume=resume, progress=p, log=say)
+    if as_json:
+        return _print_json(res)
+    typer.echo(f"CTR    {res['ctr_split']}: test AUC {res['test_auc']:.4f}, log loss {res['test_logloss']:.4f}")
+    if res["hr@10"] is not None:
+        typer.echo(f"top-k  leave-one-out, test item among 99 sampled negatives: HR@10 {res['hr@10']:.4f}, "
+                   f"NDCG@10 {res['ndcg@10']:.4f}; among all unseen items: HR@10 {res['hr@10_full']:.4f}, "
+                   f"NDCG@10 {res['ndcg@10_full']:.4f}")
+    typer.echo(f"saved model {res['model']}; loss curves in {res['run_dir']}")
+
+
+@app.command()
+def recommend(
+    name: str = typer.Argument(..., help="A recommendation model in the store."),
+    user: str = typer.Option(..., "--user", help="The user's id."),
+    k: int = typer.Option(10, "--k", min=1, help="How many items."),
+    exclude_seen: bool = typer.Option(False, "--exclude-seen", help="Leave out items the user interacted with."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+):
+    """Top-k items for a user; an unknown user gets the most popular items (cold start)."""
+    from .tasks.recommendation import recommend as run
+
+    res = run(name, user, k=k, exclude_seen=exclude_seen)
+    if as_json:
+        return _print_json(res)
+    if res["cold_start"]:
+        typer.echo(f"cold start: {res['note']}", err=True)
+    for rank, it in enumerate(res["items"], 1):
+        typer.echo(f"{rank:>3}  {it['item']:>10}  {it['score']:.4f}  {it.get('name', '')}".rstrip())
+
+
+# ------------------------------------------------------------------------------------------------ serve
+
+def _env_keys() -> list[str]:
+    """PUHUI_API_KEYS: a JSON list, or keys separated by commas."""
+    import os
+
+    raw = os.environ.get("PUHUI_API_KEYS", "").strip()
+    if not raw:
+        return []
+    if raw.startswith("["):
+        try:
+            keys = json.loads(raw)
+        except ValueError:
+            keys = None
+        if isinstance(keys, list) and all(isinstance(k, str) for k in keys):
+            return [k for k in keys if k]
+    return [k.strip() for k in raw.split(",") if k.strip()]
+
+
+@app.command("serve")
+def serve_api(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535),
+    model: Optional[List[str]] = typer.Option(None, "--model", help="A model to serve (repeat for more); "
+                                                                   "default: the packaged text and embeddings models."),
+    api_key: Optional[List[str]] = typer.Option(None, "--api-key", help="Require this Bearer key (repeat for more); "
+                                                                       "also from PUHUI_API_KEYS."),
+    max_queue: int = typer.Option(64, "--max-queue", min=0, help="Sequences that may wait per text model (then 429)."),
+    max_batch: int = typer.Option(8, "--max-batch", min=1, help="Sequences generated at once per text model."),
+    context: Optional[int] = typer.Option(None, "--context", min=1, help="Context window of the text models, in tokens "
+                                                                  "(default: the model's, at most 4096)."),
+    timeout: float = typer.Option(600, "--timeout", min=0.001, help="Seconds a request may take (then 504)."),
+    insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback address without an API key."),
+):
+    """Serve models over an OpenAI-compatible HTTP API (completions, chat, embeddings, models)."""
+    from .serve import DEFAULT_MODELS, check_bind, serve
+
+    keys = list(api_key or []) + _env_keys()
+    check_bind(host, keys, insecure)     # before minutes of loading
+    models = list(model or DEFAULT_MODELS)
+    if not model:
+        from . import store
+        store.register_defaults()
+    typer.echo(f"loading {', '.join(models)} ...", err=True)
+
+    def ready(url: str) -> None:
+        auth = ' -H "Authorization: Bearer $KEY"' if keys else ""
+        typer.echo(f"puhui is serving {', '.join(models)} at {url}/v1  (try: curl {url}/v1/chat/completions{auth} "
+                   f"-H 'Content-Type: application/json' -d '{{\"model\": \"gpt-3.5-turbo\", \"messages\": "
+                   f"[{{\"role\": \"user\", \"content\": \"What is the capital of France?\"}}]}}')")
+
+    serve(models, host=host, port=port, api_keys=keys, max_queue=max_queue, max_batch=max_batch, context=context,
+          request_timeout=timeout, insecure=insecure, on_ready=ready, log_level="warning")
+
+
 def main() -> None:
     """Console entry point: PuhuiError -> one line on stderr and its exit code."""
     try:

@@ -9,8 +9,10 @@ except ModuleNotFoundError:  # Python 3.10
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # OpenAI model names that existing client code uses, resolved to our packaged defaults.
 DEFAULT_ALIASES = {
@@ -33,8 +35,19 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=default_home)
     device: str = "cpu"            # "cpu", "cuda", "cuda:1", or "auto"
     threads: int = 0               # 0: let torch decide
-    api_keys: list[str] = Field(default_factory=list)
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)  # PUHUI_API_KEYS=k1,k2 (or a JSON list)
     aliases: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ALIASES))
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v):
+        if isinstance(v, str):
+            v = v.strip()
+            if v.startswith("["):
+                import json
+                return json.loads(v)
+            return [k.strip() for k in v.split(",") if k.strip()]
+        return v
 
     @property
     def store_dir(self) -> Path:

@@ -4,11 +4,21 @@ from __future__ import annotations
 from ..errors import Unsupported
 
 
-def load(name: str):
+def load(name: str, **options):
+    """The task object of a store model; `options` go to its constructor (dtype, device, max_batch ...)."""
     from .. import store
 
     m = store.get(name)
     if m.task == "classification":
         from .classification import Classifier
-        return Classifier(m)
+        return Classifier(m, **options)
+    if m.task == "text-generation":
+        from .text import TextGenerator
+        return TextGenerator(m, **options)
+    if m.task == "embeddings":
+        from .text import Embedder
+        return Embedder(m, **options)
+    if m.task == "recommendation":
+        from .recommendation import Recommender
+        return Recommender(m, **options)
     raise Unsupported(f"model {m.name!r} has task {m.task!r}, which puhui.load cannot open yet")

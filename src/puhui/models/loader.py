@@ -1,0 +1,191 @@
+"""From the store (or a path) to a ready model: weights, tokenizer and chat template together.
+
+- GGUF file (llama family): config from the metadata (formats.gguf.hf_config_llama -> LlamaConfig.from_hf),
+  weights dequantised (to float32 unless a dtype is asked for), tokenizer and chat template from the metadata.
+- Hugging Face folder: config.json + safetensors (models.load_text_model), tokenizer.json, and the chat
+  template of tokenizer_config.json / chat_template.jinja.
+- Sentence-embedding folder (sentence-transformers layout): a BERT encoder, its tokenizer, the pooling
+  of 1_Pooling/config.json, normalisation when modules.json lists it, and its max_seq_length.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import BadInput, Unsupported
+
+# special tokens that end a chat turn, in the templates of the common model families
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>",
+                      "<|end_of_text|>", "</s>", "<|return|>")
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_dtype(dtype) -> torch.dtype | None:
+    """None, a torch.dtype, or a name ("float32", "bf16" ...)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in DTYPES:
+        return DTYPES[dtype.lower()]
+    raise BadInput(f"dtype {dtype!r} (use one of: {', '.join(DTYPES)})")
+
+
+def resolve_device(device=None) -> torch.device:
+    """None: the settings' device; "auto": cuda when there is one."""
+    if device is None:
+        from ..settings import get_settings
+        device = get_settings().device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+@dataclass
+class TextModel:
+    """A decoder and what generating with it needs."""
+
+    model: nn.Module
+    config: object                   # LlamaConfig or GPT2Config
+    tokenizer: object                # text.tokenizer.Tokenizer
+    chat_template: str | None
+    eos_ids: frozenset[int]          # tokens that end any generation
+    end_of_turn_ids: frozenset[int]  # eos_ids and the template's end-of-turn tokens: what ends a chat answer
+    source: str                      # the file or folder it came from
+
+    @property
+    def context_length(self) -> int:
+        return self.config.max_seq_len
+
+
+def _weights_path(name_or_path) -> tuple[Path, str]:
+    """(path, label): a path as it is, or a store name's GGUF file / model folder."""
+    if isinstance(name_or_path, Path) or (isinstance(name_or_path, str) and ("/" in name_or_path
+                                                                            or name_or_path.endswith(".gguf"))):
+        path = Path(name_or_path).expanduser()
+        if not path.exists():
+            raise BadInput(f"{path}: no such file or folder")
+        return path, str(path)
+    from .. import store
+    m = name_or_path if hasattr(name_or_path, "format") else store.get(name_or_path)
+    if m.format == "gguf":
+        return store.model_file(m.name), m.name
+    return store.model_dir(m.name), m.name
+
+
+def load_causal_lm(name_or_path, dtype=None, device=None) -> TextModel:
+    """A text-generation model by store name (or Manifest), GGUF file path or Hugging Face folder path."""
+    from ..text.tokenizer import Tokenizer
+
+    path, label = _weights_path(name_or_path)
+    dtype, device = resolve_dtype(dtype), resolve_device(device)
+    extra_eos: set[int] = set()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise Unsupported(f"{label}: a text model must be a .gguf file or a Hugging Face folder, not {path.name}")
+        from ..formats.gguf import hf_config_llama, hf_state_dict_llama, read_gguf
+        from .checkpoint import build
+        from .llama import Llama, LlamaConfig, from_hf_state_dict
+
+        g = read_gguf(path)
+        config = LlamaConfig.from_hf(hf_config_llama(g.metadata, g.tensors))   # Unsupported names the arch
+        state = from_hf_state_dict(hf_state_dict_llama(g, dtype or torch.float32), config)
+        model = build(Llama, config, state, dtype, device, where=str(path))
+        tokenizer = Tokenizer.from_gguf(g.metadata)
+        for key in ("eot", "eom"):
+            token_id = g.metadata.get(f"tokenizer.ggml.{key}_token_id")
+            if token_id is not None:
+                extra_eos.add(int(token_id))
+    else:
+        from .checkpoint import read_config
+        from . import load_text_model
+
+        model_type = read_config(path).get("model_type")
+        if model_type == "bert":
+            raise Unsupported(f"{label} is a bert encoder: it makes embeddings, it does not generate text")
+        model, config = load_text_model(path, dtype=dtype, device=device)
+        tokenizer = Tokenizer.from_folder(path)
+        extra_eos |= _generation_config_eos(path)
+    eos = {tokenizer.eos_id} if tokenizer.eos_id is not None else set()
+    eos_ids = frozenset(t for t in eos | extra_eos if t < config.vocab_size)
+    template = tokenizer.chat_template
+    turn = {tokenizer.token_to_id(t) for t in END_OF_TURN_TOKENS if template and t in template}
+    turn = {t for t in turn if t is not None and t < config.vocab_size}
+    return TextModel(model, config, tokenizer, template, eos_ids, eos_ids | frozenset(turn), label)
+
+
+def _generation_config_eos(folder: Path) -> set[int]:
+    file = folder / "generation_config.json"
+    if not file.is_file():
+        return set()
+    try:
+        eos = json.loads(file.read_text()).get("eos_token_id")
+    except (ValueError, OSError, AttributeError):
+        return set()
+    if isinstance(eos, int):
+        return {eos}
+    return {int(t) for t in eos or () if isinstance(t, int)}
+
+
+@dataclass
+class SentenceEncoder:
+    """A BERT encoder with its tokenizer and sentence-transformers pooling."""
+
+    model: nn.Module
+    config: object          # BertConfig
+    tokenizer: object       # text.tokenizer.Tokenizer, truncating at max_length, not padding
+    pooling: str            # "mean" | "cls" | "max" | "mean_sqrt_len"
+    normalize: bool
+    max_length: int
+    source: str
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+
+POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
+
+
+def load_sentence_encoder(name_or_path, dtype=None, device=None) -> SentenceEncoder:
+    """An embeddings model by store name (or Manifest) or folder path."""
+    from ..text.tokenizer import Tokenizer
+    from .bert import load_bert
+    from .checkpoint import read_config
+
+    path, label = _weights_path(name_or_path)
+    if not path.is_dir():
+        raise Unsupported(f"{label}: embeddings need a Hugging Face folder (config.json, safetensors, tokenizer.json)")
+    model_type = read_config(path).get("model_type")
+    if model_type != "bert":
+        raise Unsupported(f"{label}: embeddings from a {model_type!r} model (supported: bert)")
+    model, config = load_bert(path, dtype=resolve_dtype(dtype), device=resolve_device(device))
+    tokenizer = Tokenizer.from_folder(path)
+    pool = _json(path / "1_Pooling" / "config.json")
+    modes = [k[len("pooling_mode_"):].removesuffix("_tokens").removesuffix("_token")
+             for k, v in pool.items() if k.startswith("pooling_mode_") and v is True]
+    pooling = modes[0] if modes else "mean"
+    if len(modes) > 1 or pooling not in POOLING_MODES:
+        raise Unsupported(f"{label}: pooling {' + '.join(modes)} (supported: {', '.join(POOLING_MODES)})")
+    modules = _json(path / "modules.json", [])
+    normalize = (not modules) or any(str(m.get("type", "")).endswith("Normalize") for m in modules)
+    st = _json(path / "sentence_bert_config.json")
+    tc = _json(path / "tokenizer_config.json")
+    max_length = st.get("max_seq_length") or tc.get("model_max_length") or config.max_seq_len
+    max_length = int(min(max_length, config.max_seq_len))
+    backend = tokenizer.backend
+    backend.no_padding()
+    backend.enable_truncation(max_length)
+    return SentenceEncoder(model, config, tokenizer, pooling, normalize, max_length, label)
+
+
+def _json(path: Path, default=None):
+    if not path.is_file():
+        return {} if default is None else default
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return {} if default is None else default

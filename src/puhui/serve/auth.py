@@ -1,0 +1,134 @@
+"""API keys: `Authorization: Bearer KEY` on /v1/* and /metrics when the server has keys (/health and the API
+document stay open). Checked before the body is read, so a stranger learns nothing from 400s. Keys are
+compared in constant time (their sha256 digests, every key each time) and never logged nor echoed."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from fastapi.security import HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .errors import APIError
+
+# documents the scheme in /openapi.json; AuthMiddleware does the checking
+bearer = HTTPBearer(auto_error=False, description="An API key of the server (`puhui serve --api-key`).")
+
+PROTECTED = ("/v1/", "/metrics")
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+class KeyRing:
+    def __init__(self, keys):
+        keys = [k for k in (keys or ()) if k]
+        self._digests = [_digest(k) for k in keys]
+
+    def __bool__(self) -> bool:
+        return bool(self._digests)
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def __repr__(self) -> str:  # never the keys
+        return f"KeyRing({len(self)} keys)"
+
+    def valid(self, key: str) -> bool:
+        given = _digest(key)
+        ok = False
+        for d in self._digests:            # no early exit: the time does not tell which key matched
+            ok |= hmac.compare_digest(given, d)
+        return ok
+
+
+def bearer_key(headers) -> str | None:
+    """The key of an `Authorization: Bearer KEY` header (raw ASGI headers), or None."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer" and key.strip():
+                return key.strip()
+            return None
+    return None
+
+
+class AuthMiddleware:
+    def __init__(self, app, keys: KeyRing):
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope, receive, send):
+        if (scope["type"] == "http" and self.keys and scope.get("method") != "OPTIONS"
+                and scope["path"].startswith(PROTECTED)):
+            key = bearer_key(scope.get("headers", ()))
+            if key is None:
+                err = APIError(401, "You didn't provide an API key. Send it in the Authorization header as "
+                                    "'Bearer YOUR_KEY'.", "authentication_error", code="missing_api_key",
+                               headers={"WWW-Authenticate": "Bearer"})
+                return await err.response()(scope, receive, send)
+            if not self.keys.valid(key):
+                err = APIError(401, "Incorrect API key provided.", "authentication_error", code="invalid_api_key",
+                               headers={"WWW-Authenticate": "Bearer"})
+                return await err.response()(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """413 for a body over `limit` bytes: at once by its Content-Length, or when a chunked one passes it."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    size = int(value)
+                except ValueError:
+                    return await _too_large(None, self.limit)(scope, receive, send)
+                if size > self.limit:
+                    return await _too_large(size, self.limit)(scope, receive, send)
+        seen = 0
+        started = False
+
+        async def counting_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLarge(seen, self.limit)
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await _too_large(seen, self.limit)(scope, receive, send)
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised from receive(): FastAPI lets an HTTPException through its body parsing to the handlers."""
+
+    def __init__(self, size: int, limit: int):
+        super().__init__(413, _message(size, limit))
+
+
+def _message(size, limit) -> str:
+    what = f"{size} bytes" if size is not None else "a body of unknown size"
+    return f"The request body is too large: {what}, more than the server's limit of {limit} bytes."
+
+
+def _too_large(size, limit):
+    return APIError(413, _message(size, limit), code="request_too_large").response()

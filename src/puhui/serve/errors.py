@@ -1,0 +1,208 @@
+"""Every error the server answers, as OpenAI's body: {"error": {"message", "type", "param", "code"}}.
+
+puhui's own errors (errors.py) are mapped here, once: their `http_status` and `kind` give the status and
+type. FastAPI's validation errors (422) become 400s that name the parameter, unknown routes 404s, and
+anything unexpected a 500 that says nothing of the internals (it is logged).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import BadInput, ModelNotFound, PuhuiError
+
+log = logging.getLogger("puhui.serve")
+
+
+class APIError(Exception):
+    """An error answered as it is: status, message, OpenAI type, the parameter at fault, a code."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+# The parameters a BadInput message may start with (SamplingParams and the engine name them first).
+_PARAMS = ("max_tokens", "max_completion_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty",
+           "presence_penalty", "frequency_penalty", "logit_bias", "stop_token_ids", "stop", "seed", "n",
+           "logprobs", "top_logprobs", "echo", "prompt", "messages", "input")
+
+
+def param_of(message: str) -> str | None:
+    """The request parameter a library message is about, when it names one first (or is about the prompt)."""
+    first = re.match(r"[A-Za-z_]+", message)
+    if first and first.group(0) in _PARAMS:
+        return first.group(0)
+    if message.startswith("the prompt has") and "max_tokens" in message:
+        return "max_tokens"
+    if message.startswith(("the prompt", "prompt token id")):
+        return "prompt"
+    return None
+
+
+def from_puhui(e: PuhuiError, param: str | None = None) -> APIError:
+    """The one mapping of puhui's error hierarchy to HTTP."""
+    message = str(e) or type(e).__name__
+    code = None
+    if isinstance(e, ModelNotFound):
+        code = "model_not_found"
+        param = param or "model"
+    elif isinstance(e, BadInput):
+        param = param or param_of(message)
+    return APIError(e.http_status, message, e.kind, param, code)
+
+
+def unsupported(param: str, why: str = "") -> APIError:
+    """A parameter we know of but do not implement: refused, never ignored."""
+    why = f": {why}" if why else ""
+    return APIError(400, f"'{param}' is not supported by this server{why}", param=param, code="unsupported_parameter")
+
+
+_TYPE_TAGS = re.compile(r"^(str|int|float|bool|list|dict|none|function-.*|.*\[.*\])$")
+
+
+def _param_from_loc(loc) -> str | None:
+    parts: list[str] = []
+    for item in loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif isinstance(item, str) and not _TYPE_TAGS.match(item):
+            parts.append(("." if parts else "") + item)
+    return "".join(parts) or None
+
+
+_EXPECTED = {"string_type": "a string", "int_type": "an integer", "float_type": "a number", "bool_type": "a boolean",
+             "list_type": "an array", "dict_type": "an object", "model_type": "an object",
+             "model_attributes_type": "an object", "int_from_float": "an integer", "literal_error": None}
+
+
+def validation_error(errors: list[dict]) -> APIError:
+    """FastAPI/pydantic's list of errors -> one 400 naming the first parameter at fault."""
+    if not errors:
+        return APIError(400, "invalid request")
+    first = errors[0]
+    kind = first.get("type", "")
+    loc = tuple(first.get("loc", ()))
+    param = _param_from_loc(loc)
+    if kind == "json_invalid":
+        return APIError(400, "We could not parse the JSON body of your request: "
+                             f"{first.get('ctx', {}).get('error', 'invalid JSON')}. Send valid JSON with "
+                             "Content-Type: application/json.", code="invalid_json")
+    if kind == "extra_forbidden":
+        return APIError(400, f"Unrecognized request argument supplied: {param}", param=param,
+                        code="unknown_parameter")
+    if kind == "missing":
+        return APIError(400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    if param is None:
+        return APIError(400, f"The request body must be a JSON object ({first.get('msg', 'invalid')}).",
+                        code="invalid_request_body")
+    same = [e for e in errors if _param_from_loc(tuple(e.get("loc", ()))) == param]
+    if len(same) > 1 and all(e.get("type") in _EXPECTED for e in same):   # a union: every alternative failed
+        got = type(first.get("input")).__name__
+        return APIError(400, f"Invalid type for '{param}': got {_json_type(first.get('input'), got)}, "
+                             f"which is none of the accepted types.", param=param, code="invalid_type")
+    msg = first.get("msg", "invalid value")
+    if kind in _EXPECTED and _EXPECTED[kind]:
+        return APIError(400, f"Invalid type for '{param}': expected {_EXPECTED[kind]}, but got "
+                             f"{_json_type(first.get('input'), 'a value')}.", param=param, code="invalid_type")
+    return APIError(400, f"Invalid value for '{param}': {msg}.", param=param, code="invalid_value")
+
+
+def _json_type(value, default: str) -> str:
+    if value is None:
+        return "null"
+    for t, name in ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
+                    (list, "an array"), (dict, "an object")):
+        if isinstance(value, t):
+            return name
+    return default
+
+
+_STATUS_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                 405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
+                 503: "service_unavailable", 504: "timeout_error"}
+
+
+def install(app: FastAPI) -> None:
+    """Answer every error of the app in OpenAI's shape."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, e: APIError):
+        return e.response()
+
+    @app.exception_handler(PuhuiError)
+    async def _puhui_error(request: Request, e: PuhuiError):
+        return from_puhui(e).response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, e: RequestValidationError):
+        err = validation_error(list(e.errors()))
+        ctype = request.headers.get("content-type", "")
+        if err.param is None and request.method == "POST" and "json" not in ctype:
+            err.message = (f"The body must be JSON, sent with Content-Type: application/json "
+                           f"(this request's Content-Type: {ctype or 'none'}).")
+        return err.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, e: StarletteHTTPException):
+        if e.status_code == 404:
+            message = f"Unknown request URL: {request.method} {request.url.path}."
+            code = "unknown_url"
+        elif e.status_code == 405:
+            message = f"Method {request.method} is not allowed for {request.url.path}."
+            code = "method_not_allowed"
+        else:
+            message = e.detail if isinstance(e.detail, str) else json.dumps(e.detail)
+            code = {413: "request_too_large"}.get(e.status_code)
+        err = APIError(e.status_code, message, _STATUS_TYPES.get(e.status_code, "invalid_request_error"),
+                       code=code, headers=getattr(e, "headers", None))
+        return err.response()
+
+    app.add_middleware(CatchAllMiddleware)
+
+
+class CatchAllMiddleware:
+    """The innermost middleware: an unexpected exception is logged and answered with a 500 in OpenAI's shape,
+    and not raised further (Starlette's own handler would re-raise it, and the server then drop the
+    connection)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:  # noqa: BLE001 - this is the place for it
+            log.exception("unexpected error answering %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                err = APIError(500, "The server had an error while processing your request (it is logged).",
+                               "server_error")
+                await err.response()(scope, receive, send)

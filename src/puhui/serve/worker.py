@@ -1,0 +1,280 @@
+"""The bridge between asyncio and the engines: one thread per loaded model steps it; requests flow in and
+outputs flow out through thread-safe hand-offs.
+
+GenerationWorker: the engine (engine/llm_engine.py) is not thread-safe, so only the worker's thread ever
+touches it. A request is made (tokenised and checked) on the caller's side, put in an inbox under a lock,
+and the thread wakes, enqueues it and calls `engine.step()` until nothing is left to do. Continuous batching
+is the engine's: a request enqueued between two steps joins at the next token boundary, a finished sequence
+frees its slot at once. Each step's outputs go to their requests' asyncio queues with
+`loop.call_soon_threadsafe`. Cancelling (client gone, timeout) puts the request id in the abort list; the
+thread aborts it before the next step, which frees its slots.
+
+Admission is bounded: `max_batch` sequences run, `max_queue` more may wait; beyond that `submit` raises a
+429 with Retry-After. A failing step fails the requests of that moment with a 500 and the worker goes on.
+
+EmbeddingWorker: one thread per embeddings model (torch's own threads do the parallel work); a bounded
+number of waiting calls, beyond which 429.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ..errors import PuhuiError
+from .errors import APIError, from_puhui
+
+log = logging.getLogger("puhui.serve")
+
+
+class RequestStream:
+    """The asyncio side of one engine request: its outputs, in order, then the end (or an error)."""
+
+    def __init__(self, worker: "GenerationWorker", req, loop: asyncio.AbstractEventLoop):
+        self.worker = worker
+        self.req = req
+        self.request_id = req.request_id
+        self.loop = loop
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.sequences = req.params.n
+        self.submitted = time.monotonic()
+        self.first_token_at: float | None = None
+        self.done = False          # finished, failed or cancelled: its capacity is given back
+        self.cancelled = False
+        self.completion_tokens = 0  # as last reported (worker thread)
+
+    # called on the worker thread
+    def put(self, item) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:   # the loop is closed: the server is going down
+            pass
+
+    async def next(self, timeout: float | None = None):
+        """The next RequestOutput (raises what the worker reported, or TimeoutError)."""
+        if timeout is not None:
+            item = await asyncio.wait_for(self.queue.get(), timeout)
+        else:
+            item = await self.queue.get()
+        if isinstance(item, BaseException):
+            self._release()
+            raise item
+        if item.finished:
+            self._release()
+        return item
+
+    def cancel(self) -> None:
+        """The caller is not listening any more: abort the request (a no-op once it is finished)."""
+        if not self.done:
+            self.cancelled = True
+            self.worker._abort(self.request_id)
+            self._release()
+
+    def _release(self) -> None:
+        if not self.done:
+            self.done = True
+            self.worker._release(self)
+
+
+class GenerationWorker:
+    """Runs one TextGenerator's engine on its own thread (see the module docstring)."""
+
+    def __init__(self, generator, *, max_queue: int = 64, metrics=None):
+        self.generator = generator
+        # an engine of its own, sized once for max_batch sequences over the whole context window; only this
+        # worker's thread steps it
+        self.engine = generator.engine_for(generator.max_batch, generator.context_length)
+        self.name = generator.name
+        self.max_batch = self.engine.max_batch
+        self.max_queue = max_queue
+        self.metrics = metrics
+        self.in_flight = 0                    # sequences admitted and not yet done (event-loop side)
+        self.mean_latency = 0.0               # seconds a request takes, smoothed (for Retry-After)
+        self._cond = threading.Condition()
+        self._inbox: list[RequestStream] = []
+        self._aborts: list[str] = []
+        self._streams: dict[str, RequestStream] = {}   # worker thread only
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"puhui-engine-{self.name}", daemon=True)
+
+    @property
+    def capacity(self) -> int:
+        return self.max_batch + self.max_queue
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    # ------------------------------------------------------------------------------------------ event loop
+
+    def check_capacity(self, sequences: int) -> None:
+        """Raise the 400 (never fits) or 429 (full now) for a request of this many sequences."""
+        if sequences > self.capacity:
+            raise APIError(400, f"this request needs {sequences} sequences (n x prompts), more than this server "
+                                f"runs and queues at once for {self.name} ({self.max_batch} running + "
+                                f"{self.max_queue} queued); send fewer", param="n", code="too_many_sequences")
+        if self.in_flight + sequences > self.capacity:
+            if self.metrics is not None:
+                self.metrics.rejected.labels(self.name).inc()
+            waiting = max(0, self.in_flight - self.max_batch)
+            retry = max(1, min(60, math.ceil(self.mean_latency * (1 + waiting / self.max_batch))))
+            raise APIError(429, f"the server is busy: {self.in_flight} sequences are running or queued for "
+                                f"{self.name} (at most {self.capacity}); retry after {retry} s",
+                           "rate_limit_error", code="queue_full", headers={"Retry-After": str(retry)})
+
+    def submit(self, req) -> RequestStream:
+        """Admit an engine Request (from engine.make_request); its outputs come through the stream.
+        Call check_capacity first for all the requests of one HTTP request."""
+        self.check_capacity(req.params.n)
+        stream = RequestStream(self, req, asyncio.get_running_loop())
+        self.in_flight += stream.sequences
+        with self._cond:
+            self._inbox.append(stream)
+            self._cond.notify()
+        return stream
+
+    def _abort(self, request_id: str) -> None:
+        with self._cond:
+            self._aborts.append(request_id)
+            self._cond.notify()
+
+    def _release(self, stream: RequestStream) -> None:
+        self.in_flight -= stream.sequences
+        took = time.monotonic() - stream.submitted
+        self.mean_latency = took if self.mean_latency == 0 else 0.8 * self.mean_latency + 0.2 * took
+
+    # ------------------------------------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._inbox or self._aborts or self._stopping or self.engine.has_unfinished()):
+                    self._cond.wait()
+                if self._stopping:
+                    break
+                inbox, self._inbox = self._inbox, []
+                aborts, self._aborts = self._aborts, []
+            try:
+                self._turn(inbox, aborts)
+            except Exception as e:  # noqa: BLE001 - a bug here must not stop the model for good
+                self._fail_all(e)
+        for rid, stream in list(self._streams.items()):
+            self.engine.abort(rid)
+            stream.put(APIError(503, "the server is shutting down", "service_unavailable"))
+        self._streams.clear()
+
+    def _turn(self, inbox: list[RequestStream], aborts: list[str]) -> None:
+        """Aborts, then admissions, then one engine step, its outputs handed out."""
+        for rid in aborts:
+            self.engine.abort(rid)
+            self._streams.pop(rid, None)
+        for stream in inbox:
+            if stream.cancelled:
+                continue
+            try:
+                self.engine.enqueue(stream.req)
+            except Exception as e:  # noqa: BLE001 - the request's error, not the worker's
+                stream.put(_as_api_error(e))
+                continue
+            self._streams[stream.request_id] = stream
+        if self.engine.has_unfinished():
+            self._deliver(self.engine.step())
+        self._gauges()
+
+    def _fail_all(self, e: Exception) -> None:
+        """A step failed: every request in the engine gets the error (a 500 unless it is a PuhuiError)."""
+        log.exception("engine step failed for %s; failing %d requests", self.name, len(self._streams))
+        err = _as_api_error(e)
+        for rid, stream in list(self._streams.items()):
+            self.engine.abort(rid)
+            stream.put(err)
+        self._streams.clear()
+        for seq in list(self.engine.scheduler.waiting) + list(self.engine.scheduler.running):
+            self.engine.abort(seq.request_id)     # anything left that has no listener
+        try:
+            self._gauges()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _deliver(self, outputs) -> None:
+        now = time.monotonic()
+        m = self.metrics
+        for out in outputs:
+            stream = self._streams.get(out.request_id)
+            if stream is None:
+                continue
+            new_tokens = out.usage.completion_tokens - stream.completion_tokens
+            stream.completion_tokens = out.usage.completion_tokens
+            if m is not None:
+                if new_tokens:
+                    m.generated_tokens.labels(self.name).inc(new_tokens)
+                if stream.first_token_at is None:
+                    m.time_to_first_token.labels(self.name).observe(now - stream.submitted)
+                    m.prompt_tokens.labels(self.name).inc(out.usage.prompt_tokens)
+            if stream.first_token_at is None:
+                stream.first_token_at = now
+            stream.put(out)
+            if out.finished:
+                del self._streams[out.request_id]
+
+    def _gauges(self) -> None:
+        if self.metrics is None:
+            return
+        sched = self.engine.scheduler
+        self.metrics.running.labels(self.name).set(len(sched.running))
+        with self._cond:
+            inbox = sum(s.sequences for s in self._inbox)
+        self.metrics.queue_depth.labels(self.name).set(len(sched.waiting) + inbox)
+
+
+def _as_api_error(e: Exception) -> APIError:
+    if isinstance(e, APIError):
+        return e
+    if isinstance(e, PuhuiError):
+        return from_puhui(e)
+    return APIError(500, f"the model failed while generating ({type(e).__name__}); the request was dropped",
+                    "server_error")
+
+
+class EmbeddingWorker:
+    """Runs one Embedder on its own thread; at most `max_queue` calls wait."""
+
+    def __init__(self, embedder, *, max_queue: int = 64, metrics=None):
+        self.embedder = embedder
+        self.name = embedder.name
+        self.max_queue = max_queue
+        self.metrics = metrics
+        self.pending = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"puhui-embed-{self.name}")
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, timeout: float = 10) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def run(self, fn, *args):
+        """fn(embedder, *args) on the worker thread."""
+        if self.pending >= self.max_queue + 1:
+            if self.metrics is not None:
+                self.metrics.rejected.labels(self.name).inc()
+            raise APIError(429, f"the server is busy: {self.pending} embedding calls are waiting for {self.name}; "
+                                "retry after 1 s", "rate_limit_error", code="queue_full", headers={"Retry-After": "1"})
+        self.pending += 1
+        if self.metrics is not None:
+            self.metrics.queue_depth.labels(self.name).set(self.pending)
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, fn, self.embedder, *args)
+        finally:
+            self.pending -= 1
+            if self.metrics is not None:
+                self.metrics.queue_depth.labels(self.name).set(self.pending)
