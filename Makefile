@@ -32,5 +32,14 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# the reference systems the benchmarks compare against; llama-cpp-python compiles for this CPU's own ISA
+GGML_FLAGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+  $(if $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo y),-DGGML_AVX512=ON)
+
+bench: setup
+	$(BIN)/pip install -q deepctr-torch
+	CMAKE_ARGS="$(GGML_FLAGS)" $(BIN)/pip install -q --no-cache-dir 'llama-cpp-python==0.3.36'
+	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done
+
 clean:
 	rm -rf $(VENV) build src/*.egg-info
