@@ -16,7 +16,7 @@ Without a cache: plain causal attention over the given tokens (by index), pad ke
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,9 @@ class KVCache(nn.Module):
         row, col, slot, pos = step.write
         self.k[slot, :, pos] = k[row, :, col].to(self.k.dtype)
         self.v[slot, :, pos] = v[row, :, col].to(self.v.dtype)
+        if step.first_slot is not None:   # consecutive slots: a view, no copy
+            rows = slice(step.first_slot, step.first_slot + len(step.slots))
+            return self.k[rows, :, :step.kv_len], self.v[rows, :, :step.kv_len]
         return self.k[step.slots, :, :step.kv_len], self.v[step.slots, :, :step.kv_len]
 
 
@@ -47,10 +50,21 @@ class KVCache(nn.Module):
 class Step:
     """What every layer's attention needs for one forward call, computed once per call."""
 
-    mask: Tensor                 # bool [B, 1, T, S]: may the query at t of row b see key s
+    mask: Tensor | None          # bool [B, 1, T, S]: may the query at t of row b see key s (None: every key)
     slots: Tensor | None = None  # [B] cache slot per row; None without a cache
     write: tuple | None = None   # (row, col, slot, pos) index tensors of every non-pad token
     kv_len: int = 0              # keys read back from the cache: positions 0..kv_len-1
+    first_slot: int | None = None  # slots[0] when the slots are consecutive (the cache is then read as a view)
+    grouped: dict = field(default_factory=dict, compare=False)  # n_rep -> the mask of grouped queries
+
+    def grouped_mask(self, n_rep: int) -> Tensor:
+        """The mask of the queries of n_rep heads stacked along T ([B, 1, n_rep * T, S]), made once a call."""
+        if self.mask is None:
+            return None
+        if n_rep not in self.grouped:
+            B, _, T, S = self.mask.shape
+            self.grouped[n_rep] = self.mask[:, :, None].expand(B, 1, n_rep, T, S).reshape(B, 1, n_rep * T, S)
+        return self.grouped[n_rep]
 
 
 def make_step(input_pos: Tensor, slots: Tensor | None, cache: KVCache | None,
@@ -77,9 +91,14 @@ def make_step(input_pos: Tensor, slots: Tensor | None, cache: KVCache | None,
         k_pos = torch.arange(kv_len, device=device)[None, None, :]       # [1, 1, S]
         mask = k_pos <= q_pos
         row, col = (input_pos >= 0).nonzero(as_tuple=True)
-        extra = dict(slots=slots, write=(row, col, slots[row], input_pos[row, col]), kv_len=kv_len)
+        first = slots[0].item()
+        consecutive = B == 1 or bool((slots == torch.arange(first, first + B, device=device)).all())
+        extra = dict(slots=slots, write=(row, col, slots[row], input_pos[row, col]), kv_len=kv_len,
+                     first_slot=first if consecutive else None)
     if sliding_window is not None:
         mask = mask & (q_pos - k_pos < sliding_window)
+    elif cache is not None and T == 1 and bool((input_pos == extra["kv_len"] - 1).all()):
+        return Step(mask=None, **extra)   # one new token per row, all at the last position: it sees every key
     mask = mask | (q_pos < 0)  # pad queries see everything: finite outputs, never NaN
     return Step(mask=mask[:, None], **extra)
 
@@ -89,10 +108,15 @@ def attend(q: Tensor, k: Tensor, v: Tensor, step: Step, cache: KVCache | None) -
     if cache is not None:
         k, v = cache.update(step, k, v)
         k, v = k.to(q.dtype), v.to(q.dtype)
-    n_rep = q.shape[1] // k.shape[1]
-    if n_rep > 1:
-        k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=step.mask)
+    B, H, T, D = q.shape
+    n_kv = k.shape[1]
+    if H == n_kv:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=step.mask)
+    # grouped-query attention: the n_rep query heads of each kv head are stacked along T, so K/V are used
+    # as they are (no repeat_interleave copy; SDPA's own enable_gqa is far slower on CPU)
+    n_rep = H // n_kv
+    y = F.scaled_dot_product_attention(q.reshape(B, n_kv, n_rep * T, D), k, v, attn_mask=step.grouped_mask(n_rep))
+    return y.view(B, H, T, D)
 
 
 def default_positions(tokens: Tensor) -> Tensor:

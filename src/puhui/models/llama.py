@@ -113,10 +113,16 @@ def rope_inv_freq(config: LlamaConfig) -> Tensor:
     return torch.where(medium, smoothed, scaled)
 
 
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+def rope_tables(input_pos: Tensor, inv_freq: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """cos and signed sin [B, T, 1, head_dim] of positions [B, T] (-1 pads as 0) for apply_rope."""
+    freqs = input_pos.clamp(min=0)[..., None].float() * inv_freq                  # [B, T, head_dim / 2]
+    cos, sin = freqs.cos(), freqs.sin()
+    return torch.cat((cos, cos), -1)[:, :, None].to(dtype), torch.cat((-sin, sin), -1)[:, :, None].to(dtype)
+
+
+def apply_rope(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
+    """HF's x * cos + rotate_half(x) * sin, with rotate_half(x) * sin = roll(x, half) * (-sin, sin)."""
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin
 
 
 class RMSNorm(nn.Module):
@@ -132,34 +138,37 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
+    """q, k and v come from one fused matrix `wqkv` (rows: the q heads, then the k heads, then the v heads)."""
+
     def __init__(self, c: LlamaConfig):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = c.n_heads, c.n_kv_heads, c.head_dim
-        self.wq = nn.Linear(c.dim, c.n_heads * c.head_dim, bias=c.qkv_bias)
-        self.wk = nn.Linear(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias)
-        self.wv = nn.Linear(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias)
+        self.wqkv = nn.Linear(c.dim, (c.n_heads + 2 * c.n_kv_heads) * c.head_dim, bias=c.qkv_bias)
         self.wo = nn.Linear(c.n_heads * c.head_dim, c.dim, bias=c.out_bias)
         self.kv_cache: KVCache | None = None
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, step: Step) -> Tensor:
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        H, H_kv = self.n_heads, self.n_kv_heads
+        qkv = self.wqkv(x).view(B, T, H + 2 * H_kv, self.head_dim)
+        qk = apply_rope(qkv[:, :, :H + H_kv], cos, sin)                    # q and k rotated together
+        q, k, v = qk[:, :, :H].transpose(1, 2), qk[:, :, H:].transpose(1, 2), qkv[:, :, H + H_kv:].transpose(1, 2)
         y = attend(q, k, v, step, self.kv_cache)
-        return self.wo(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+        return self.wo(y.transpose(1, 2).reshape(B, T, H * self.head_dim))
 
 
 class FeedForward(nn.Module):
+    """SwiGLU with the gate and up matrices fused in `w13` (gate rows first)."""
+
     def __init__(self, c: LlamaConfig):
         super().__init__()
-        self.w1 = nn.Linear(c.dim, c.hidden_dim, bias=c.mlp_bias)  # gate
+        self.hidden_dim = c.hidden_dim
+        self.w13 = nn.Linear(c.dim, 2 * c.hidden_dim, bias=c.mlp_bias)
         self.w2 = nn.Linear(c.hidden_dim, c.dim, bias=c.mlp_bias)  # down
-        self.w3 = nn.Linear(c.dim, c.hidden_dim, bias=c.mlp_bias)  # up
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        gate, up = self.w13(x).split(self.hidden_dim, -1)
+        return self.w2(F.silu(gate) * up)
 
 
 class Block(nn.Module):
@@ -206,9 +215,7 @@ class Llama(nn.Module):
         if self.inv_freq.device != tokens.device:
             self.inv_freq = self.inv_freq.to(tokens.device)
         x = self.tok_embeddings(tokens)
-        freqs = input_pos.clamp(min=0)[..., None].float() * self.inv_freq        # [B, T, head_dim / 2]
-        angles = torch.cat((freqs, freqs), dim=-1)[:, None]                       # [B, 1, T, head_dim]
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        cos, sin = rope_tables(input_pos, self.inv_freq, x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin, step)
         return self.norm(x)
@@ -222,29 +229,42 @@ class Llama(nn.Module):
 
 
 _HF_LAYER_NAMES = {
-    "self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk",
-    "self_attn.v_proj": "attention.wv", "self_attn.o_proj": "attention.wo",
-    "mlp.gate_proj": "feed_forward.w1", "mlp.down_proj": "feed_forward.w2", "mlp.up_proj": "feed_forward.w3",
+    "self_attn.o_proj": "attention.wo", "mlp.down_proj": "feed_forward.w2",
     "input_layernorm": "attention_norm", "post_attention_layernorm": "ffn_norm",
 }
+# HF matrices that are stacked (in this order) into one of ours
+_HF_FUSED = {"attention.wqkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+             "feed_forward.w13": ("mlp.gate_proj", "mlp.up_proj")}
+_HF_PART = {part: (ours, i) for ours, parts in _HF_FUSED.items() for i, part in enumerate(parts)}
 _HF_NAMES = {"model.embed_tokens.weight": "tok_embeddings.weight", "model.norm.weight": "norm.weight",
              "lm_head.weight": "output.weight"}
 _HF_LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)")
 
 
 def from_hf_state_dict(state_dict: dict, config: LlamaConfig) -> dict:
-    """Rename a Hugging Face Llama/Mistral/Qwen2 state dict to ours (no copies)."""
-    out = {}
+    """Rename a Hugging Face Llama/Mistral/Qwen2 state dict to ours: q/k/v and gate/up are stacked into
+    wqkv and w13 (one copy of those matrices); every other tensor is kept as it is."""
+    out, parts = {}, {}
     for name, t in state_dict.items():
         if name.endswith("rotary_emb.inv_freq") or (config.tie_embeddings and name == "lm_head.weight"):
             continue
         m = _HF_LAYER.fullmatch(name)
         if m and m.group(2) in _HF_LAYER_NAMES:
             out[f"layers.{m.group(1)}.{_HF_LAYER_NAMES[m.group(2)]}.{m.group(3)}"] = t
+        elif m and m.group(2) in _HF_PART:
+            ours, i = _HF_PART[m.group(2)]
+            parts.setdefault(f"layers.{m.group(1)}.{ours}.{m.group(3)}", {})[i] = t
         elif name in _HF_NAMES:
             out[_HF_NAMES[name]] = t
         else:
             raise BadCheckpoint(f"unexpected tensor {name!r} in a Llama-family checkpoint")
+    for ours, got in parts.items():
+        layer, kind = ours.split(".")[1], ours.rsplit(".", 1)[1]
+        names = _HF_FUSED[ours.split(".", 2)[2].rsplit(".", 1)[0]]
+        missing = [f"model.layers.{layer}.{n}.{kind}" for i, n in enumerate(names) if i not in got]
+        if missing:
+            raise BadCheckpoint(f"missing tensor {missing[0]!r} in a Llama-family checkpoint")
+        out[ours] = torch.cat([got[i] for i in range(len(names))])
     return out
 
 
