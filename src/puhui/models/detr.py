@@ -1,0 +1,332 @@
+"""DETR object detector: ResNet backbone (frozen batch norm), post-norm transformer, object queries; HF loader.
+
+Loads `DetrForObjectDetection` checkpoints whose backbone is transformers' own ResNet (`backbone_config` of
+model_type resnet, e.g. facebook/detr-resnet-50 at revision "no_timm"). Pre/post-processing and the loss live
+in puhui.vision.detr_processing and puhui.vision.detr_loss.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import Unsupported
+from .checkpoint import build, read_config
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "swish": F.silu}
+TIMM_HINT = ("DETR with a timm backbone (use_timm_backbone) is not supported: use a checkpoint with the "
+             "transformers ResNet backbone, e.g. facebook/detr-resnet-50 at revision 'no_timm'")
+
+
+@dataclass(frozen=True)
+class DetrConfig:
+    num_classes: int = 91                 # object classes; the heads add one "no object" class
+    labels: tuple[str, ...] = ()          # class names by id
+    num_queries: int = 100
+    dim: int = 256
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    encoder_heads: int = 8
+    decoder_heads: int = 8
+    encoder_ffn_dim: int = 2048
+    decoder_ffn_dim: int = 2048
+    activation: str = "relu"
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    # the ResNet backbone, as transformers' ResNetBackbone builds it
+    num_channels: int = 3
+    stem_dim: int = 64
+    stage_dims: tuple[int, ...] = (256, 512, 1024, 2048)
+    depths: tuple[int, ...] = (3, 4, 6, 3)
+    bottleneck: bool = True               # False: basic blocks (resnet-18/34)
+    backbone_activation: str = "relu"
+    downsample_in_first_stage: bool = False
+    downsample_in_bottleneck: bool = False  # stride on the bottleneck's first 1x1 conv instead of its 3x3
+    feature_stage: int = 4                # the stage (1-based) whose output feeds the transformer
+    # the set-prediction loss (puhui.vision.detr_loss): matching costs and loss weights
+    class_cost: float = 1.0
+    bbox_cost: float = 5.0
+    giou_cost: float = 2.0
+    bbox_loss_coefficient: float = 5.0
+    giou_loss_coefficient: float = 2.0
+    eos_coefficient: float = 0.1          # weight of the no-object class in the cross-entropy
+
+    @classmethod
+    def from_hf(cls, config: dict) -> "DetrConfig":
+        """From a Hugging Face DETR config.json dict."""
+        if config.get("model_type") != "detr":
+            raise Unsupported(f"model_type {config.get('model_type')!r} is not detr")
+        if config.get("position_embedding_type", "sine") != "sine":
+            raise Unsupported(f"position_embedding_type {config['position_embedding_type']!r} in a DETR model")
+        act = config.get("activation_function", "relu")
+        if act not in ACTIVATIONS:
+            raise Unsupported(f"activation_function {act!r} in a DETR model")
+        bb = config.get("backbone_config")
+        if bb is None:
+            if config.get("use_timm_backbone", True):
+                raise Unsupported(TIMM_HINT)
+            bb = {"model_type": "resnet"}  # transformers' default: ResNet-50
+        if bb.get("model_type") == "timm_backbone":
+            raise Unsupported(TIMM_HINT)
+        if bb.get("model_type") != "resnet":
+            raise Unsupported(f"DETR backbone {bb.get('model_type')!r} (supported: resnet)")
+        layer_type, bb_act = bb.get("layer_type", "bottleneck"), bb.get("hidden_act", "relu")
+        if layer_type not in ("basic", "bottleneck") or bb_act not in ACTIVATIONS:
+            raise Unsupported(f"ResNet backbone with layer_type {layer_type!r}, hidden_act {bb_act!r}")
+        depths = tuple(bb.get("depths", (3, 4, 6, 3)))
+        stages = ["stem"] + [f"stage{i}" for i in range(1, len(depths) + 1)]
+        if bb.get("out_features"):
+            feature_stage = stages.index(bb["out_features"][-1])
+        else:
+            feature_stage = (bb.get("out_indices") or [len(depths)])[-1] % len(stages)
+        if feature_stage == 0:
+            raise Unsupported("a DETR backbone whose output is the ResNet stem")
+        id2label = config.get("id2label") or {"0": "LABEL_0", "1": "LABEL_1"}
+        n = len(id2label)
+        return cls(
+            num_classes=n, labels=tuple(str(id2label.get(str(i), f"LABEL_{i}")) for i in range(n)),
+            num_queries=config.get("num_queries", 100), dim=config.get("d_model", 256),
+            encoder_layers=config.get("encoder_layers", 6), decoder_layers=config.get("decoder_layers", 6),
+            encoder_heads=config.get("encoder_attention_heads", 8),
+            decoder_heads=config.get("decoder_attention_heads", 8),
+            encoder_ffn_dim=config.get("encoder_ffn_dim", 2048), decoder_ffn_dim=config.get("decoder_ffn_dim", 2048),
+            activation=act, dropout=config.get("dropout", 0.1), attention_dropout=config.get("attention_dropout", 0.0),
+            activation_dropout=config.get("activation_dropout", 0.0),
+            num_channels=bb.get("num_channels", 3), stem_dim=bb.get("embedding_size", 64),
+            stage_dims=tuple(bb.get("hidden_sizes", (256, 512, 1024, 2048))), depths=depths,
+            bottleneck=layer_type == "bottleneck", backbone_activation=bb_act,
+            downsample_in_first_stage=bb.get("downsample_in_first_stage", False),
+            downsample_in_bottleneck=bb.get("downsample_in_bottleneck", False), feature_stage=feature_stage,
+            class_cost=float(config.get("class_cost", 1)), bbox_cost=float(config.get("bbox_cost", 5)),
+            giou_cost=float(config.get("giou_cost", 2)),
+            bbox_loss_coefficient=float(config.get("bbox_loss_coefficient", 5)),
+            giou_loss_coefficient=float(config.get("giou_loss_coefficient", 2)),
+            eos_coefficient=float(config.get("eos_coefficient", 0.1)))
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """Batch norm with fixed statistics and affine parameters (buffers, never trained), eps 1e-5."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        for name, fill in (("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0), ("running_var", 1.0)):
+            self.register_buffer(name, torch.full((n,), fill))
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.weight * (self.running_var + 1e-5).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale[:, None, None] + shift[:, None, None]
+
+
+class ConvNorm(nn.Module):
+    """k x k convolution (no bias, padding k // 2) then frozen batch norm."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
+        self.norm = FrozenBatchNorm2d(cout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(self.conv(x))
+
+
+class ResidualBlock(nn.Module):
+    """Basic (3x3, 3x3) or bottleneck (1x1, 3x3, 1x1 at a quarter width) block; a projected shortcut when the
+    shape changes. Inner activations are ReLU, the block's output activation the backbone's (as transformers)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, c: DetrConfig):
+        super().__init__()
+        if c.bottleneck:
+            mid = cout // 4
+            s1, s2 = (stride, 1) if c.downsample_in_bottleneck else (1, stride)
+            self.convs = nn.ModuleList([ConvNorm(cin, mid, 1, s1), ConvNorm(mid, mid, 3, s2), ConvNorm(mid, cout, 1)])
+        else:
+            self.convs = nn.ModuleList([ConvNorm(cin, cout, 3, stride), ConvNorm(cout, cout, 3)])
+        self.shortcut = ConvNorm(cin, cout, 1, stride) if cin != cout or stride != 1 else None
+        self.act = ACTIVATIONS[c.backbone_activation]
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x
+        for conv in self.convs[:-1]:
+            h = F.relu(conv(h))
+        h = self.convs[-1](h)
+        return self.act(h + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class ResNet(nn.Module):
+    """7x7 stem, max-pool, stages of residual blocks; returns the feature map of stage `feature_stage`."""
+
+    def __init__(self, c: DetrConfig):
+        super().__init__()
+        self.stem = ConvNorm(c.num_channels, c.stem_dim, 7, 2)
+        dims = (c.stem_dim, *c.stage_dims)
+        self.stages = nn.ModuleList()
+        for i, depth in enumerate(c.depths):
+            stride = 2 if i > 0 or c.downsample_in_first_stage else 1
+            blocks = [ResidualBlock(dims[i], dims[i + 1], stride, c)]
+            blocks += [ResidualBlock(dims[i + 1], dims[i + 1], 1, c) for _ in range(depth - 1)]
+            self.stages.append(nn.Sequential(*blocks))
+        for p in [*self.stem.parameters(), *self.stages[0].parameters()]:  # DETR trains stages 2.. only
+            p.requires_grad_(False)
+        self.act, self.feature_stage = ACTIVATIONS[c.backbone_activation], c.feature_stage
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.max_pool2d(self.act(self.stem(x)), 3, 2, 1)
+        for stage in self.stages[:self.feature_stage]:
+            x = stage(x)
+        return x
+
+
+def sine_position_embedding(mask: Tensor, n: int, dtype: torch.dtype) -> Tensor:
+    """DETR's normalised 2-D sine embedding [B, 2n, h, w] of a feature mask [B, h, w] (True on the image)."""
+    m = mask.to(dtype)
+    y, x = m.cumsum(1), m.cumsum(2)
+    y = y / (y[:, -1:, :] + 1e-6) * (2 * math.pi)
+    x = x / (x[:, :, -1:] + 1e-6) * (2 * math.pi)
+    dim_t = torch.arange(n, device=mask.device).to(dtype)
+    dim_t = 10000 ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / n)
+    px, py = x[..., None] / dim_t, y[..., None] / dim_t
+    px = torch.stack((px[..., 0::2].sin(), px[..., 1::2].cos()), dim=4).flatten(3)
+    py = torch.stack((py[..., 0::2].sin(), py[..., 1::2].cos()), dim=4).flatten(3)
+    return torch.cat((py, px), dim=3).permute(0, 3, 1, 2)
+
+
+class Attention(nn.Module):
+    """Multi-head attention; the caller adds positions to queries and keys, never to values."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        B, T, D = q.shape
+        q = self.q_proj(q).view(B, T, self.n_heads, -1).transpose(1, 2)
+        k = self.k_proj(k).view(B, k.shape[1], self.n_heads, -1).transpose(1, 2)
+        v = self.v_proj(v).view(B, v.shape[1], self.n_heads, -1).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm: x = LN(x + SelfAttn(x + pos, x + pos, x)); x = LN(x + FFN(x))."""
+
+    def __init__(self, c: DetrConfig, n_heads: int, ffn_dim: int):
+        super().__init__()
+        self.self_attn = Attention(c.dim, n_heads, c.attention_dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(c.dim)
+        self.fc1, self.fc2 = nn.Linear(c.dim, ffn_dim), nn.Linear(ffn_dim, c.dim)
+        self.final_layer_norm = nn.LayerNorm(c.dim)
+        self.act, self.p, self.p_act = ACTIVATIONS[c.activation], c.dropout, c.activation_dropout
+
+    def drop(self, x: Tensor, p: float | None = None) -> Tensor:
+        return F.dropout(x, self.p if p is None else p, self.training)
+
+    def ffn(self, x: Tensor) -> Tensor:
+        return self.final_layer_norm(x + self.drop(self.fc2(self.drop(self.act(self.fc1(x)), self.p_act))))
+
+    def forward(self, x: Tensor, pos: Tensor, mask: Tensor) -> Tensor:
+        qk = x + pos
+        return self.ffn(self.self_attn_layer_norm(x + self.drop(self.self_attn(qk, qk, x, mask))))
+
+
+class DecoderLayer(EncoderLayer):
+    """Self-attention among the queries, cross-attention to the encoder memory, FFN; each post-norm."""
+
+    def __init__(self, c: DetrConfig):
+        super().__init__(c, c.decoder_heads, c.decoder_ffn_dim)
+        self.encoder_attn = Attention(c.dim, c.decoder_heads, c.attention_dropout)
+        self.encoder_attn_layer_norm = nn.LayerNorm(c.dim)
+
+    def forward(self, h: Tensor, query_pos: Tensor, memory: Tensor, pos: Tensor, mask: Tensor) -> Tensor:
+        q = h + query_pos
+        h = self.self_attn_layer_norm(h + self.drop(self.self_attn(q, q, h)))
+        h = self.encoder_attn_layer_norm(h + self.drop(self.encoder_attn(h + query_pos, memory + pos, memory, mask)))
+        return self.ffn(h)
+
+
+class Detr(nn.Module):
+    def __init__(self, config: DetrConfig):
+        super().__init__()
+        c = self.config = config
+        self.backbone = ResNet(c)
+        self.input_proj = nn.Conv2d(c.stage_dims[c.feature_stage - 1], c.dim, 1)
+        self.query_pos = nn.Embedding(c.num_queries, c.dim)
+        self.encoder = nn.ModuleList(EncoderLayer(c, c.encoder_heads, c.encoder_ffn_dim)
+                                     for _ in range(c.encoder_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(c) for _ in range(c.decoder_layers))
+        self.decoder_norm = nn.LayerNorm(c.dim)
+        self.class_head = nn.Linear(c.dim, c.num_classes + 1)
+        self.box_head = nn.ModuleList(nn.Linear(c.dim, n) for n in (c.dim, c.dim, 4))
+
+    def forward(self, pixel_values: Tensor, pixel_mask: Tensor | None = None,
+                aux: bool = False) -> tuple[Tensor, Tensor]:
+        """Class logits [B, Q, C+1] (the last is "no object") and boxes [B, Q, 4] (cx, cy, w, h, in 0..1 of the
+        unpadded image) for pixel_values [B, 3, H, W]; pixel_mask [B, H, W] is 1 on the image, 0 on padding.
+        aux=True: one per decoder layer, stacked [L, B, Q, ...], the last being the final output (for the loss)."""
+        B, _, H, W = pixel_values.shape
+        if pixel_mask is None:
+            pixel_mask = torch.ones(B, H, W, device=pixel_values.device)
+        features = self.backbone(pixel_values)
+        mask = F.interpolate(pixel_mask[:, None].float(), size=features.shape[-2:])[:, 0].bool()
+        pos = sine_position_embedding(mask, self.config.dim // 2, pixel_values.dtype).flatten(2).transpose(1, 2)
+        keys = mask.flatten(1)[:, None, None, :]  # [B, 1, 1, hw]: attend to image cells, never to padding
+        x = F.dropout(self.input_proj(features).flatten(2).transpose(1, 2), self.config.dropout, self.training)
+        for layer in self.encoder:
+            x = layer(x, pos, keys)
+        query_pos = self.query_pos.weight.expand(B, -1, -1)
+        h, states = torch.zeros_like(query_pos), []
+        for layer in self.decoder:
+            h = layer(h, query_pos, x, pos, keys)
+            if aux:
+                states.append(h)
+        out = self.decoder_norm(torch.stack(states) if aux else h)
+        box = out
+        for i, linear in enumerate(self.box_head):
+            box = linear(box) if i == len(self.box_head) - 1 else F.relu(linear(box))
+        return self.class_head(out), box.sigmoid()
+
+
+_BACKBONE = r"^model\.backbone\.(?:conv_encoder\.)?model\."
+_HF_RENAMES = [(re.compile(p), r) for p, r in [
+    (_BACKBONE + r"embedder\.embedder\.", "backbone.stem."),
+    (_BACKBONE + r"encoder\.stages\.(\d+)\.layers\.(\d+)\.layer\.(\d+)\.", r"backbone.stages.\1.\2.convs.\3."),
+    (_BACKBONE + r"encoder\.stages\.(\d+)\.layers\.(\d+)\.shortcut\.", r"backbone.stages.\1.\2.shortcut."),
+    (r"^(backbone\..+)\.convolution\.weight$", r"\1.conv.weight"),
+    (r"^(backbone\..+)\.normalization\.", r"\1.norm."),
+    (r"^model\.(encoder|decoder)\.layers\.", r"\1."),
+    (r"\.o_proj\.", ".out_proj."),   # transformers 5's in-memory names, should a checkpoint carry them
+    (r"\.mlp\.(fc[12])\.", r".\1."),
+    (r"^model\.decoder\.layernorm\.", "decoder_norm."),
+    (r"^model\.input_projection\.", "input_proj."),
+    (r"^model\.query_position_embeddings\.", "query_pos."),
+    (r"^class_labels_classifier\.", "class_head."),
+    (r"^bbox_predictor\.layers\.", "box_head."),
+]]
+
+
+def from_hf_state_dict(state_dict: dict) -> dict:
+    """Rename a Hugging Face DetrForObjectDetection state dict to ours (batch-norm step counters dropped)."""
+    out = {}
+    for name, t in state_dict.items():
+        if name.endswith(".num_batches_tracked"):
+            continue
+        for pattern, repl in _HF_RENAMES:
+            name = pattern.sub(repl, name)
+        out[name] = t
+    return out
+
+
+def load_detr(path: str | Path, dtype: torch.dtype | None = None,
+              device: torch.device | str = "cpu") -> tuple[Detr, DetrConfig]:
+    """A DETR detector from a Hugging Face folder (config.json + safetensors)."""
+    from ..formats.safetensors import load_state_dict
+
+    config = DetrConfig.from_hf(read_config(path))
+    return build(Detr, config, from_hf_state_dict(load_state_dict(path)), dtype, device, where=str(path)), config

@@ -1,0 +1,1 @@
+"""Vision: image pre- and post-processing, box utilities and losses for the vision models."""
