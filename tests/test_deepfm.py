@@ -432,3 +432,44 @@ def test_ml100k_deepfm_reaches_auc_and_beats_fm(ml_home):
         auc[kind] = rec.train_ctr(df, movielens.SPEC, kind=kind, epochs=6, lr=3e-3)["metrics"]["test_auc"]
     assert auc["deepfm"] >= 0.78, auc
     assert auc["deepfm"] >= auc["fm"], auc
+
+
+def test_http_recommendations_and_ctr(trained, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from puhui.serve.app import create_app
+
+    res, df, csv, _, home = trained
+    monkeypatch.setenv("PUHUI_HOME", str(home))
+    with TestClient(create_app(models=["clicks"])) as client:
+        cards = client.get("/v1/models").json()["data"]
+        assert [(c["id"], c["task"]) for c in cards] == [("clicks", "recommendation")]
+        r = client.post("/v1/recommendations", json={"model": "clicks", "user": "u3", "k": 4, "exclude_seen": True})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"] == "clicks" and not body["cold_start"] and len(body["items"]) == 4
+        assert body["items"] == rec.recommend("clicks", "u3", k=4, exclude_seen=True)["items"]
+        r = client.post("/v1/recommendations", json={"model": "clicks", "user": "stranger", "k": 2})
+        assert r.json()["cold_start"] and "unknown user" in r.json()["note"]
+        rows = [{"user": "u3", "item": 1, "hour": 3}, {"user": "u4", "item": 2, "hour": 5}]
+        r = client.post("/v1/ctr", json={"model": "clicks", "rows": rows})
+        assert r.status_code == 200, r.text
+        assert r.json()["scores"] == rec.ctr_scores("clicks", rows)
+
+        def error(path, body, status, param=None):
+            r = client.post(path, json=body)
+            assert r.status_code == status, (body, r.text)
+            err = r.json()["error"]
+            assert err["message"]
+            if param:
+                assert err["param"] == param, err
+            return err
+
+        error("/v1/recommendations", {"model": "nope", "user": "u3"}, 404, "model")
+        error("/v1/ctr", {"model": "nope", "rows": rows}, 404, "model")
+        error("/v1/recommendations", {"model": "clicks", "user": "u3", "k": 0}, 400, "k")
+        error("/v1/recommendations", {"model": "clicks", "user": "u3", "colour": "red"}, 400, "colour")
+        error("/v1/ctr", {"model": "clicks", "rows": []}, 400, "rows")
+        assert "hour" in error("/v1/ctr", {"model": "clicks", "rows": [{"user": "u3", "item": 1}]}, 400)["message"]
+        error("/v1/ctr", {"model": "clicks", "rows": [{"user": "u3", "item": 1, "hour": "late"}]}, 400)
+        error("/v1/ctr", {"model": "clicks", "rows": "all"}, 400, "rows")

@@ -16,7 +16,7 @@ from .auth import AuthMiddleware, BodyLimitMiddleware, KeyRing
 from .errors import APIError, install
 from .metrics import Metrics, MetricsMiddleware
 from .schemas import Health
-from .worker import EmbeddingWorker, GenerationWorker
+from .worker import EmbeddingWorker, GenerationWorker, TaskWorker
 
 log = logging.getLogger("puhui.serve")
 
@@ -26,6 +26,7 @@ DEFAULT_MAX_QUEUE = 64
 DEFAULT_CONTEXT_CAP = 4096          # without --context: the model's window, at most this (KV cache memory)
 DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_MAX_BODY = 1 << 20          # 1 MiB
+SERVED_TASKS = ("text-generation", "embeddings", "recommendation")
 
 
 class ServedModels:
@@ -47,19 +48,20 @@ class ServedModels:
                            "invalid_request_error", param="model", code="model_not_found")
         return real
 
-    def _worker(self, name: str, kind, task: str, route: str):
+    def worker(self, name: str, task: str, route: str = "this route"):
+        """The worker of model `name` (or alias), which must be a `task` model (else a 400 saying so)."""
         worker = self.workers[self.real_name(name)]
-        if not isinstance(worker, kind):
-            have = "a text-generation" if isinstance(worker, GenerationWorker) else "an embeddings"
-            raise APIError(400, f"model {name!r} is {have} model; {route} needs a {task} model", param="model",
+        have = _model(worker).task
+        if have != task:
+            raise APIError(400, f"model {name!r} is a {have} model; {route} needs a {task} model", param="model",
                            code="wrong_model_task")
         return worker
 
     def generation_worker(self, name: str) -> GenerationWorker:
-        return self._worker(name, GenerationWorker, "text-generation", "this route")
+        return self.worker(name, "text-generation")
 
     def embedding_worker(self, name: str) -> EmbeddingWorker:
-        return self._worker(name, EmbeddingWorker, "embeddings", "/v1/embeddings")
+        return self.worker(name, "embeddings", "/v1/embeddings")
 
     def token_cache(self, name: str) -> dict:
         return self._token_caches.setdefault(name, {})
@@ -68,12 +70,17 @@ class ServedModels:
         from .schemas import ModelCard
 
         worker = self.workers[name]
-        model = worker.generator if isinstance(worker, GenerationWorker) else worker.embedder
+        model = _model(worker)
         manifest = getattr(model, "manifest", None)
         created = _epoch(getattr(manifest, "created", None)) or self.started
         aliases = sorted(a for a, real in self.aliases.items() if real == name and a != name)
-        context = model.context_length if isinstance(worker, GenerationWorker) else getattr(model, "max_length", None)
+        context = getattr(model, "context_length", None) or getattr(model, "max_length", None)
         return ModelCard(id=name, created=created, task=model.task, aliases=aliases, context_length=context)
+
+
+def _model(worker):
+    """The task object a worker runs."""
+    return worker.generator if isinstance(worker, GenerationWorker) else worker.model
 
 
 def _epoch(iso) -> int | None:
@@ -99,11 +106,11 @@ def load_models(models, max_batch: int = DEFAULT_MAX_BATCH, context: int | None 
             if ctx is None:
                 ctx = min(_model_context(manifest) or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
             out.append(load(manifest.name, max_batch=max_batch, context_length=ctx))
-        elif manifest.task == "embeddings":
+        elif manifest.task in SERVED_TASKS:
             out.append(load(manifest.name))
         else:
             raise ModelNotFound(f"model {manifest.name!r} has task {manifest.task!r}, which the server does not "
-                                f"serve yet (it serves text-generation and embeddings)")
+                                f"serve yet (it serves {', '.join(SERVED_TASKS)})")
     return out
 
 
@@ -149,6 +156,8 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
             workers[model.name] = GenerationWorker(model, max_queue=max_queue, metrics=metrics)
         elif model.task == "embeddings":
             workers[model.name] = EmbeddingWorker(model, max_queue=max_queue, metrics=metrics)
+        elif model.task in SERVED_TASKS:
+            workers[model.name] = TaskWorker(model, max_queue=max_queue, metrics=metrics)
         else:
             raise ValueError(f"cannot serve a {model.task!r} model")
     if aliases is None:
@@ -175,7 +184,9 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
     install(app)            # handlers, and the innermost middleware
 
     from .openai import router
+    from .recommendation import router as recommendation_router
     app.include_router(router)
+    app.include_router(recommendation_router)
 
     @app.get("/health", response_model=Health, summary="Liveness, and the models served")
     async def health() -> Health:

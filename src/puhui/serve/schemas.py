@@ -263,7 +263,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "puhui"
-    task: str = Field(..., description="text-generation or embeddings.")
+    task: str = Field(..., description="text-generation, embeddings or recommendation.")
     aliases: list[str] = Field(default_factory=list, description="Names that resolve to this model.")
     context_length: Optional[int] = None
 

@@ -244,16 +244,19 @@ def _as_api_error(e: Exception) -> APIError:
                     "server_error")
 
 
-class EmbeddingWorker:
-    """Runs one Embedder on its own thread; at most `max_queue` calls wait."""
+class TaskWorker:
+    """Runs the calls of one task object (an Embedder, a Recommender ...) on its own thread; at most
+    `max_queue` calls wait."""
 
-    def __init__(self, embedder, *, max_queue: int = 64, metrics=None):
-        self.embedder = embedder
-        self.name = embedder.name
+    kind = "model"   # what the calls are, in the 429 message
+
+    def __init__(self, model, *, max_queue: int = 64, metrics=None):
+        self.model = model
+        self.name = model.name
         self.max_queue = max_queue
         self.metrics = metrics
         self.pending = 0
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"puhui-embed-{self.name}")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"puhui-{model.task}-{self.name}")
 
     def start(self) -> None:
         pass
@@ -262,19 +265,27 @@ class EmbeddingWorker:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def run(self, fn, *args):
-        """fn(embedder, *args) on the worker thread."""
+        """fn(model, *args) on the worker thread."""
         if self.pending >= self.max_queue + 1:
             if self.metrics is not None:
                 self.metrics.rejected.labels(self.name).inc()
-            raise APIError(429, f"the server is busy: {self.pending} embedding calls are waiting for {self.name}; "
+            raise APIError(429, f"the server is busy: {self.pending} {self.kind} calls are waiting for {self.name}; "
                                 "retry after 1 s", "rate_limit_error", code="queue_full", headers={"Retry-After": "1"})
         self.pending += 1
         if self.metrics is not None:
             self.metrics.queue_depth.labels(self.name).set(self.pending)
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, fn, self.embedder, *args)
+            return await loop.run_in_executor(self._pool, fn, self.model, *args)
         finally:
             self.pending -= 1
             if self.metrics is not None:
                 self.metrics.queue_depth.labels(self.name).set(self.pending)
+
+
+class EmbeddingWorker(TaskWorker):
+    kind = "embedding"
+
+    @property
+    def embedder(self):
+        return self.model

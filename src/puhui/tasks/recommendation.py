@@ -476,6 +476,8 @@ def _label_text(spec: FeatureSpec) -> str:
 class Recommender:
     """A trained recommender from the store: `recommend(user)`, `ctr_scores(rows)`, `predict_csv(path)`."""
 
+    task = TASK
+
     def __init__(self, manifest, **options):
         from safetensors.torch import load_file
 
