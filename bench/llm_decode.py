@@ -135,6 +135,7 @@ class Puhui:
 
 class Transformers:
     def __init__(self, path: Path):
+        os.environ.setdefault("TQDM_DISABLE", "1")   # the GGUF dequantisation's progress bar
         import transformers
 
         transformers.utils.logging.disable_progress_bar()

@@ -314,3 +314,14 @@ def test_client_gone_before_the_answer_aborts(models):
         while gen.engine.has_unfinished():
             assert time.monotonic() < deadline, "the abandoned request still runs"
             time.sleep(0.05)
+
+
+def test_ignore_eos_extension_runs_to_max_tokens(http):
+    """vLLM's ignore_eos: the answer runs past <|im_end|> / <|endoftext|> to max_tokens (what benchmarks need)."""
+    body = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 40,
+            "temperature": 0}
+    short = http.post("/v1/chat/completions", json=body).json()
+    assert short["usage"]["completion_tokens"] < 40 and short["choices"][0]["finish_reason"] == "stop"
+    full = http.post("/v1/chat/completions", json={**body, "ignore_eos": True}).json()
+    assert full["usage"]["completion_tokens"] == 40 and full["choices"][0]["finish_reason"] == "length"
+    error_of(http.post("/v1/chat/completions", json={**body, "ignore_eos": "yes"}), 400, "ignore_eos")

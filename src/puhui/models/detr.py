@@ -3,6 +3,11 @@
 Loads `DetrForObjectDetection` checkpoints whose backbone is transformers' own ResNet (`backbone_config` of
 model_type resnet, e.g. facebook/detr-resnet-50 at revision "no_timm"). Pre/post-processing and the loss live
 in puhui.vision.detr_processing and puhui.vision.detr_loss.
+
+Options for training from scratch, off by default (a checkpoint's DETR is the plain one): a trainable batch norm
+and stem in the backbone, and the Conditional DETR decoder (Meng et al., ICCV 2021), whose cross-attention
+splits each query into content and a spatial part built from a reference point, and whose boxes are offsets
+from that point; it converges several times faster than DETR's.
 """
 from __future__ import annotations
 
@@ -56,6 +61,16 @@ class DetrConfig:
     bbox_loss_coefficient: float = 5.0
     giou_loss_coefficient: float = 2.0
     eos_coefficient: float = 0.1          # weight of the no-object class in the cross-entropy
+    # training from scratch (the defaults are DETR's, for checkpoints)
+    backbone_norm: str = "frozen"         # "frozen": fixed statistics (pretrained) | "batch": trainable batch norm
+    train_stem: bool = False              # train the stem and the first stage too (DETR freezes them)
+    variant: str = "detr"                 # "detr" | "conditional" (Conditional DETR's decoder and box offsets)
+
+    def __post_init__(self):
+        if self.backbone_norm not in ("frozen", "batch"):
+            raise Unsupported(f"backbone_norm {self.backbone_norm!r}; use frozen or batch")
+        if self.variant not in ("detr", "conditional"):
+            raise Unsupported(f"DETR variant {self.variant!r}; use detr or conditional")
 
     @classmethod
     def from_hf(cls, config: dict) -> "DetrConfig":
@@ -125,12 +140,12 @@ class FrozenBatchNorm2d(nn.Module):
 
 
 class ConvNorm(nn.Module):
-    """k x k convolution (no bias, padding k // 2) then frozen batch norm."""
+    """k x k convolution (no bias, padding k // 2) then batch norm, frozen unless norm="batch"."""
 
-    def __init__(self, cin: int, cout: int, k: int, stride: int = 1):
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, norm: str = "frozen"):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
-        self.norm = FrozenBatchNorm2d(cout)
+        self.norm = nn.BatchNorm2d(cout) if norm == "batch" else FrozenBatchNorm2d(cout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.norm(self.conv(x))
@@ -142,13 +157,15 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int, c: DetrConfig):
         super().__init__()
+        n = c.backbone_norm
         if c.bottleneck:
             mid = cout // 4
             s1, s2 = (stride, 1) if c.downsample_in_bottleneck else (1, stride)
-            self.convs = nn.ModuleList([ConvNorm(cin, mid, 1, s1), ConvNorm(mid, mid, 3, s2), ConvNorm(mid, cout, 1)])
+            self.convs = nn.ModuleList([ConvNorm(cin, mid, 1, s1, n), ConvNorm(mid, mid, 3, s2, n),
+                                        ConvNorm(mid, cout, 1, norm=n)])
         else:
-            self.convs = nn.ModuleList([ConvNorm(cin, cout, 3, stride), ConvNorm(cout, cout, 3)])
-        self.shortcut = ConvNorm(cin, cout, 1, stride) if cin != cout or stride != 1 else None
+            self.convs = nn.ModuleList([ConvNorm(cin, cout, 3, stride, n), ConvNorm(cout, cout, 3, norm=n)])
+        self.shortcut = ConvNorm(cin, cout, 1, stride, n) if cin != cout or stride != 1 else None
         self.act = ACTIVATIONS[c.backbone_activation]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -164,7 +181,7 @@ class ResNet(nn.Module):
 
     def __init__(self, c: DetrConfig):
         super().__init__()
-        self.stem = ConvNorm(c.num_channels, c.stem_dim, 7, 2)
+        self.stem = ConvNorm(c.num_channels, c.stem_dim, 7, 2, c.backbone_norm)
         dims = (c.stem_dim, *c.stage_dims)
         self.stages = nn.ModuleList()
         for i, depth in enumerate(c.depths):
@@ -172,8 +189,9 @@ class ResNet(nn.Module):
             blocks = [ResidualBlock(dims[i], dims[i + 1], stride, c)]
             blocks += [ResidualBlock(dims[i + 1], dims[i + 1], 1, c) for _ in range(depth - 1)]
             self.stages.append(nn.Sequential(*blocks))
-        for p in [*self.stem.parameters(), *self.stages[0].parameters()]:  # DETR trains stages 2.. only
-            p.requires_grad_(False)
+        if not c.train_stem:
+            for p in [*self.stem.parameters(), *self.stages[0].parameters()]:  # DETR trains stages 2.. only
+                p.requires_grad_(False)
         self.act, self.feature_stage = ACTIVATIONS[c.backbone_activation], c.feature_stage
 
     def forward(self, x: Tensor) -> Tensor:
@@ -195,6 +213,30 @@ def sine_position_embedding(mask: Tensor, n: int, dtype: torch.dtype) -> Tensor:
     px = torch.stack((px[..., 0::2].sin(), px[..., 1::2].cos()), dim=4).flatten(3)
     py = torch.stack((py[..., 0::2].sin(), py[..., 1::2].cos()), dim=4).flatten(3)
     return torch.cat((py, px), dim=3).permute(0, 3, 1, 2)
+
+
+def point_sine_embedding(points: Tensor, n: int) -> Tensor:
+    """Conditional DETR's sine embedding [..., 2n] of points [..., 2] (x, y in 0..1): y's n channels, then x's."""
+    dim_t = torch.arange(n, device=points.device).to(points.dtype)
+    dim_t = 10000 ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / n)
+    out = []
+    for coord in (points[..., 1], points[..., 0]):
+        p = coord[..., None] * (2 * math.pi) / dim_t
+        out.append(torch.stack((p[..., 0::2].sin(), p[..., 1::2].cos()), dim=-1).flatten(-2))
+    return torch.cat(out, dim=-1)
+
+
+def mlp(*dims: int) -> nn.Sequential:
+    """Linear layers with ReLU between them."""
+    layers: list[nn.Module] = []
+    for i in range(len(dims) - 1):
+        layers += [nn.Linear(dims[i], dims[i + 1])] + ([nn.ReLU()] if i < len(dims) - 2 else [])
+    return nn.Sequential(*layers)
+
+
+def heads(x: Tensor, n_heads: int) -> Tensor:
+    """[B, T, D] -> [B, n_heads, T, D / n_heads]."""
+    return x.view(x.shape[0], x.shape[1], n_heads, -1).transpose(1, 2)
 
 
 class Attention(nn.Module):
@@ -251,6 +293,41 @@ class DecoderLayer(EncoderLayer):
         return self.ffn(h)
 
 
+class ConditionalDecoderLayer(EncoderLayer):
+    """Conditional DETR's decoder layer (post-norm). Self-attention projects content and query positions apart and
+    adds them. Cross-attention concatenates, per head, a content part and a spatial part: the query's spatial part
+    is the sine embedding of its reference point (scaled by the caller), the key's the encoder position; the first
+    layer also adds the positions to the content parts, as DETR does."""
+
+    def __init__(self, c: DetrConfig, first: bool):
+        super().__init__(c, c.decoder_heads, c.decoder_ffn_dim)
+        d = c.dim
+        self.sa_qpos, self.sa_kpos = nn.Linear(d, d), nn.Linear(d, d)
+        self.ca_q, self.ca_k, self.ca_v, self.ca_kpos, self.ca_qsine, self.ca_out = (nn.Linear(d, d) for _ in range(6))
+        self.ca_qpos = nn.Linear(d, d) if first else None
+        self.encoder_attn_layer_norm = nn.LayerNorm(d)
+        self.n_heads = c.decoder_heads
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        p = self.self_attn.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return y.transpose(1, 2).flatten(2)
+
+    def forward(self, h: Tensor, query_pos: Tensor, query_sine: Tensor, memory: Tensor, pos: Tensor,
+                mask: Tensor) -> Tensor:
+        sa, H = self.self_attn, self.n_heads
+        q, k = sa.q_proj(h) + self.sa_qpos(query_pos), sa.k_proj(h) + self.sa_kpos(query_pos)
+        h = self.self_attn_layer_norm(h + self.drop(sa.out_proj(self.attend(heads(q, H), heads(k, H),
+                                                                            heads(sa.v_proj(h), H)))))
+        q, k, k_pos = self.ca_q(h), self.ca_k(memory), self.ca_kpos(pos)
+        if self.ca_qpos is not None:
+            q, k = q + self.ca_qpos(query_pos), k + k_pos
+        q = torch.cat((heads(q, H), heads(self.ca_qsine(query_sine), H)), dim=-1)
+        k = torch.cat((heads(k, H), heads(k_pos, H)), dim=-1)
+        y = self.ca_out(self.attend(q, k, heads(self.ca_v(memory), H), mask))
+        return self.ffn(self.encoder_attn_layer_norm(h + self.drop(y)))
+
+
 class Detr(nn.Module):
     def __init__(self, config: DetrConfig):
         super().__init__()
@@ -260,7 +337,12 @@ class Detr(nn.Module):
         self.query_pos = nn.Embedding(c.num_queries, c.dim)
         self.encoder = nn.ModuleList(EncoderLayer(c, c.encoder_heads, c.encoder_ffn_dim)
                                      for _ in range(c.encoder_layers))
-        self.decoder = nn.ModuleList(DecoderLayer(c) for _ in range(c.decoder_layers))
+        if c.variant == "conditional":
+            self.decoder = nn.ModuleList(ConditionalDecoderLayer(c, i == 0) for i in range(c.decoder_layers))
+            self.ref_point_head = mlp(c.dim, c.dim, 2)   # query position -> reference point (x, y)
+            self.query_scale = mlp(c.dim, c.dim, c.dim)  # content -> scale of the spatial query, layers 2..
+        else:
+            self.decoder = nn.ModuleList(DecoderLayer(c) for _ in range(c.decoder_layers))
         self.decoder_norm = nn.LayerNorm(c.dim)
         self.class_head = nn.Linear(c.dim, c.num_classes + 1)
         self.box_head = nn.ModuleList(nn.Linear(c.dim, n) for n in (c.dim, c.dim, 4))
@@ -282,14 +364,24 @@ class Detr(nn.Module):
             x = layer(x, pos, keys)
         query_pos = self.query_pos.weight.expand(B, -1, -1)
         h, states = torch.zeros_like(query_pos), []
-        for layer in self.decoder:
-            h = layer(h, query_pos, x, pos, keys)
-            if aux:
-                states.append(h)
+        if self.config.variant == "conditional":
+            ref = self.ref_point_head(query_pos).sigmoid()
+            sine = point_sine_embedding(ref, self.config.dim // 2)
+            for i, layer in enumerate(self.decoder):
+                h = layer(h, query_pos, sine if i == 0 else sine * self.query_scale(h), x, pos, keys)
+                if aux:
+                    states.append(h)
+        else:
+            for layer in self.decoder:
+                h = layer(h, query_pos, x, pos, keys)
+                if aux:
+                    states.append(h)
         out = self.decoder_norm(torch.stack(states) if aux else h)
         box = out
         for i, linear in enumerate(self.box_head):
             box = linear(box) if i == len(self.box_head) - 1 else F.relu(linear(box))
+        if self.config.variant == "conditional":  # the centre is an offset from the reference point
+            box = torch.cat((box[..., :2] + torch.logit(ref, eps=1e-5), box[..., 2:]), dim=-1)
         return self.class_head(out), box.sigmoid()
 
 

@@ -438,7 +438,7 @@ def _prompts(prompt) -> list:
 
 
 _SAMPLING_FIELDS = ("temperature", "top_p", "n", "stop", "presence_penalty", "frequency_penalty", "seed",
-                    "logit_bias", "top_k", "min_p", "repetition_penalty")
+                    "logit_bias", "top_k", "min_p", "repetition_penalty", "ignore_eos")
 
 
 def _sampling(body) -> dict:

@@ -71,6 +71,8 @@ class _Sampling(Closed):
     top_k: Optional[int] = Field(None, ge=0, description="Extension: keep the k most likely tokens (0: off).")
     min_p: Optional[float] = Field(None, ge=0, le=1, description="Extension: min-p truncation (0: off).")
     repetition_penalty: Optional[float] = Field(None, gt=0, le=10, description="Extension: CTRL penalty (1: off).")
+    ignore_eos: Optional[bool] = Field(None, description="Extension: go on past the end-of-sequence token until "
+                                                         "max_tokens or a stop string (benchmarks).")
 
 
 # ---------------------------------------------------------------------------------------------- completions
