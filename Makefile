@@ -43,6 +43,7 @@ GGML_FLAGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGM
 bench: setup
 	$(BIN)/pip install -q deepctr-torch
 	CMAKE_ARGS="$(GGML_FLAGS)" $(BIN)/pip install -q --no-cache-dir 'llama-cpp-python==0.3.36'
+	bench/build_llama_server.sh $(VENV)/llama-server
 	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done
 
 clean:

@@ -85,3 +85,13 @@ def _cached(home: str) -> Settings:
 def get_settings() -> Settings:
     """Settings for the current PUHUI_HOME (re-read when PUHUI_HOME changes, e.g. in tests)."""
     return _cached(str(default_home()))
+
+
+def apply_threads() -> int:
+    """Set torch's intra-op threads from the settings (PUHUI_THREADS; 0 leaves torch's default). Returns them."""
+    import torch
+
+    n = get_settings().threads
+    if n > 0 and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()

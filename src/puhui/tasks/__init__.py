@@ -7,7 +7,9 @@ from ..errors import Unsupported
 def load(name: str, **options):
     """The task object of a store model; `options` go to its constructor (dtype, device, max_batch ...)."""
     from .. import store
+    from ..settings import apply_threads
 
+    apply_threads()
     m = store.get(name)
     if m.task == "classification":
         from .classification import Classifier
