@@ -105,7 +105,8 @@ class Puhui:
 
         self.name, self.dtype = "puhui", dtype
         t = time.perf_counter()
-        self.gen = load(MODEL, dtype=dtype, max_batch=max_batch, context_length=context_length)
+        kind = {"int4": {"quant": "int4"}}.get(dtype, {"dtype": dtype})   # int4: the GGUF's Q4_1 codes as they are
+        self.gen = load(MODEL, max_batch=max_batch, context_length=context_length, **kind)
         self.load_s = time.perf_counter() - t
         self.model = self.gen.model
         self.weight_bytes = _param_bytes(self.model, tied=self.model.output is None)

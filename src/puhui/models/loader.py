@@ -76,12 +76,25 @@ def _weights_path(name_or_path) -> tuple[Path, str]:
     return store.model_dir(m.name), m.name
 
 
-def load_causal_lm(name_or_path, dtype=None, device=None) -> TextModel:
-    """A text-generation model by store name (or Manifest), GGUF file path or Hugging Face folder path."""
+QUANTS = ("int4",)
+
+
+def load_causal_lm(name_or_path, dtype=None, device=None, quant: str | None = None) -> TextModel:
+    """A text-generation model by store name (or Manifest), GGUF file path or Hugging Face folder path.
+
+    quant="int4": the decoder layers' matrices as 4-bit weights (compress/int4.py) — a Q4_0 / Q4_1 GGUF's own
+    codes, others quantised group-wise; the rest in bfloat16 unless a dtype is given. CPU only."""
     from ..text.tokenizer import Tokenizer
 
+    if quant is not None and quant not in QUANTS:
+        raise BadInput(f"quant {quant!r} (use one of: {', '.join(QUANTS)}, or none)")
     path, label = _weights_path(name_or_path)
     dtype, device = resolve_dtype(dtype), resolve_device(device)
+    if quant == "int4":
+        from ..compress.int4 import check_int4_device
+        check_int4_device(device)
+        dtype = dtype or torch.bfloat16
+    g = None
     extra_eos: set[int] = set()
     if path.is_file():
         if path.suffix != ".gguf":
@@ -109,6 +122,13 @@ def load_causal_lm(name_or_path, dtype=None, device=None) -> TextModel:
         model, config = load_text_model(path, dtype=dtype, device=device)
         tokenizer = Tokenizer.from_folder(path)
         extra_eos |= _generation_config_eos(path)
+    if quant == "int4":
+        from ..compress.int4 import llama_to_int4
+        from .llama import Llama
+
+        if not isinstance(model, Llama):
+            raise Unsupported(f"{label}: int4 weights for a {type(model).__name__} model (supported: Llama family)")
+        llama_to_int4(model, g)
     eos = {tokenizer.eos_id} if tokenizer.eos_id is not None else set()
     eos_ids = frozenset(t for t in eos | extra_eos if t < config.vocab_size)
     template = tokenizer.chat_template

@@ -73,12 +73,13 @@ class TextGenerator:
 
     task = "text-generation"
 
-    def __init__(self, manifest, dtype=None, device=None, max_batch: int = 8, context_length: int | None = None):
+    def __init__(self, manifest, dtype=None, device=None, max_batch: int = 8, context_length: int | None = None,
+                 quant: str | None = None):
         from ..models.loader import load_causal_lm
 
         self.manifest = manifest
         self.name = getattr(manifest, "name", str(manifest))
-        self.loaded = load_causal_lm(manifest, dtype=dtype, device=device)
+        self.loaded = load_causal_lm(manifest, dtype=dtype, device=device, quant=quant)
         self.model = self.loaded.model
         self.tokenizer = self.loaded.tokenizer
         self.chat_template = self.loaded.chat_template

@@ -1,0 +1,1 @@
+"""Compression: weight-only quantisation of the models' linear layers."""
