@@ -32,7 +32,7 @@ def real_models():
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PUHUI_HOME", tempfile.mkdtemp(prefix="puhui-serve-home-"))
-        names = [m.name for m in store.register_defaults()]
+        names = [m.name for m in store.register_defaults(names=(SMOL, MINILM))]
         assert SMOL in names and MINILM in names
         return load(SMOL, max_batch=MAX_BATCH, context_length=CONTEXT), load(MINILM)
 

@@ -39,7 +39,7 @@ def smol_gguf(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PUHUI_HOME", str(tmp_path_factory.mktemp("home")))
-        store.register_defaults()
+        store.register_defaults(names=("smollm2-135m-instruct",))
         yield read_gguf(store.model_file("smollm2-135m-instruct"))
 
 
@@ -60,7 +60,7 @@ def test_int4_smollm2_keeps_the_answers(smol_gguf, monkeypatch, tmp_path):
     from puhui import store
 
     monkeypatch.setenv("PUHUI_HOME", str(tmp_path / "home"))
-    store.register_defaults()
+    store.register_defaults(names=("smollm2-135m-instruct",))
     ref = puhui.load("smollm2-135m-instruct")
     q = puhui.load("smollm2-135m-instruct", quant="int4")
     assert isinstance(q.model.layers[0].attention.wqkv, Int4Linear)

@@ -35,7 +35,7 @@ def home(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         h = tmp_path_factory.mktemp("puhui-home")
         mp.setenv("PUHUI_HOME", str(h))
-        names = [m.name for m in store.register_defaults()]
+        names = [m.name for m in store.register_defaults(names=(SMOL, MINILM))]
         assert SMOL in names and MINILM in names
         yield h
 

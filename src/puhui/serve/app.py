@@ -26,7 +26,29 @@ DEFAULT_MAX_QUEUE = 64
 DEFAULT_CONTEXT_CAP = 4096          # without --context: the model's window, at most this (KV cache memory)
 DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_MAX_BODY = 1 << 20          # 1 MiB
-SERVED_TASKS = ("text-generation", "embeddings", "recommendation")
+SERVED_TASKS = ("text-generation", "embeddings", "recommendation", "transcription", "speech")
+DEFAULT_MAX_AUDIO_BODY = 25 << 20   # 25 MiB: uploads to /v1/audio/transcriptions and /translations
+# served by default too when their packages, and what runs them, are installed
+DEFAULT_SPEECH_MODELS = (("whisper-tiny.en", "faster_whisper"), ("piper-joe", "onnxruntime"))
+
+
+def default_models() -> list[str]:
+    """DEFAULT_MODELS, and the packaged speech models whose packages and runtime (the audio extra; espeak-ng
+    for a voice) are installed."""
+    import importlib.util
+    import shutil
+
+    from .. import packaged
+
+    out = list(DEFAULT_MODELS)
+    for name, runtime in DEFAULT_SPEECH_MODELS:
+        default = packaged.find(name)
+        if default is None or not default.installed() or importlib.util.find_spec(runtime) is None:
+            continue
+        if runtime == "onnxruntime" and shutil.which("espeak-ng") is None:
+            continue
+        out.append(name)
+    return out
 
 
 class ServedModels:
@@ -90,7 +112,8 @@ def _epoch(iso) -> int | None:
         return None
 
 
-def load_models(models, max_batch: int = DEFAULT_MAX_BATCH, context: int | None = None) -> list:
+def load_models(models, max_batch: int = DEFAULT_MAX_BATCH, context: int | None = None,
+                quant: str | None = None) -> list:
     """Task objects for store names (aliases resolved); objects given already loaded are kept as they are."""
     from .. import store
     from ..tasks import load
@@ -105,7 +128,7 @@ def load_models(models, max_batch: int = DEFAULT_MAX_BATCH, context: int | None 
             ctx = context
             if ctx is None:
                 ctx = min(_model_context(manifest) or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
-            out.append(load(manifest.name, max_batch=max_batch, context_length=ctx))
+            out.append(load(manifest.name, max_batch=max_batch, context_length=ctx, quant=quant))
         elif manifest.task in SERVED_TASKS:
             out.append(load(manifest.name))
         else:
@@ -132,7 +155,8 @@ def _model_context(manifest) -> int | None:
 def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MAX_QUEUE,
                max_batch: int = DEFAULT_MAX_BATCH, context: int | None = None,
                request_timeout: float = DEFAULT_TIMEOUT_S, max_body: int = DEFAULT_MAX_BODY,
-               aliases: dict[str, str] | None = None) -> FastAPI:
+               aliases: dict[str, str] | None = None, max_audio_body: int = DEFAULT_MAX_AUDIO_BODY,
+               quant: str | None = None) -> FastAPI:
     """The OpenAI-compatible app.
 
     models: store names or aliases (loaded now, so that a missing model fails here, not at the first request),
@@ -140,7 +164,7 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
     no auth. max_batch sequences run at once per text model and max_queue more may wait (beyond: 429).
     context: the text models' context window (default: theirs, at most 4096 tokens). request_timeout: seconds
     a request may take (then 504). max_body: bytes of a request body (beyond: 413). aliases: default the
-    settings' (OpenAI names -> the packaged defaults)."""
+    settings' (OpenAI names -> the packaged defaults). max_audio_body: bytes of an audio upload (beyond: 413)."""
     from ..settings import get_settings
 
     if max_queue < 0:
@@ -149,7 +173,7 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
         raise ValueError("request_timeout must be > 0")
     metrics = Metrics()
     workers: dict = {}
-    for model in load_models(models, max_batch, context):
+    for model in load_models(models, max_batch, context, quant):
         if model.name in workers:
             continue
         if model.task == "text-generation":
@@ -187,6 +211,9 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
     from .recommendation import router as recommendation_router
     app.include_router(router)
     app.include_router(recommendation_router)
+    from .audio import UPLOAD_ROUTES
+    from .audio import router as audio_router
+    app.include_router(audio_router)
 
     @app.get("/health", response_model=Health, summary="Liveness, and the models served")
     async def health() -> Health:
@@ -198,7 +225,8 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
         return Response(metrics.render(), media_type=metrics.content_type)
 
     # the last added runs first: metrics see everything, then the key check, then the body limit
-    app.add_middleware(BodyLimitMiddleware, limit=max_body)
+    app.add_middleware(BodyLimitMiddleware, limit=max_body,
+                       route_limits={path: max_audio_body for path in UPLOAD_ROUTES})
     app.add_middleware(AuthMiddleware, keys=keys)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
     return app

@@ -76,23 +76,26 @@ class AuthMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 for a body over `limit` bytes: at once by its Content-Length, or when a chunked one passes it."""
+    """413 for a body over `limit` bytes: at once by its Content-Length, or when a chunked one passes it.
+    route_limits: other limits for some paths (file uploads), {path: bytes}."""
 
-    def __init__(self, app, limit: int):
+    def __init__(self, app, limit: int, route_limits: dict[str, int] | None = None):
         self.app = app
         self.limit = limit
+        self.route_limits = dict(route_limits or {})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.route_limits.get(scope.get("path", ""), self.limit)
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     size = int(value)
                 except ValueError:
-                    return await _too_large(None, self.limit)(scope, receive, send)
-                if size > self.limit:
-                    return await _too_large(size, self.limit)(scope, receive, send)
+                    return await _too_large(None, limit)(scope, receive, send)
+                if size > limit:
+                    return await _too_large(size, limit)(scope, receive, send)
         seen = 0
         started = False
 
@@ -101,8 +104,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge(seen, self.limit)
+                if seen > limit:
+                    raise _BodyTooLarge(seen, limit)
             return message
 
         async def tracking_send(message):
@@ -115,7 +118,7 @@ class BodyLimitMiddleware:
             await self.app(scope, counting_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await _too_large(seen, self.limit)(scope, receive, send)
+                await _too_large(seen, limit)(scope, receive, send)
 
 
 class _BodyTooLarge(StarletteHTTPException):

@@ -265,7 +265,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "puhui"
-    task: str = Field(..., description="text-generation, embeddings or recommendation.")
+    task: str = Field(..., description="text-generation, embeddings, recommendation, transcription or speech.")
     aliases: list[str] = Field(default_factory=list, description="Names that resolve to this model.")
     context_length: Optional[int] = None
 

@@ -23,4 +23,13 @@ def load(name: str, **options):
     if m.task == "recommendation":
         from .recommendation import Recommender
         return Recommender(m, **options)
+    if m.task == "detection":
+        from .detection import Detector
+        return Detector(m, **options)
+    if m.task == "transcription":
+        from .speech import Transcriber
+        return Transcriber(m, **options)
+    if m.task == "speech":
+        from .speech import Voice
+        return Voice(m, **options)
     raise Unsupported(f"model {m.name!r} has task {m.task!r}, which puhui.load cannot open yet")
