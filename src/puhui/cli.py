@@ -481,10 +481,12 @@ def speak(
 def train_detr(
     data: str = typer.Option("synthetic", "--data", help="synthetic (digits puhui generates), or a COCO or YOLO "
                                                         "folder (found out by itself)."),
-    epochs: int = typer.Option(30, "--epochs"),
+    epochs: int = typer.Option(20, "--epochs"),
     batch_size: int = typer.Option(16, "--batch-size"),
     lr: float = typer.Option(1e-3, "--lr"),
     image_size: int = typer.Option(128, "--image-size", help="Images are resized to this square size."),
+    pretrain_epochs: int = typer.Option(4, "--pretrain-epochs", help="Epochs of backbone pre-training on object "
+                                                                     "crops (0: none)."),
     train_images: int = typer.Option(2000, "--train-images", help="Training images of the synthetic set."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping on validation mAP@.5."),
     name: Optional[str] = typer.Option(None, "--name", help="Name in the store (default: detr-synthetic, or "
@@ -500,8 +502,8 @@ def train_detr(
         say = (lambda s: typer.echo(s, err=True)) if as_json else \
             (lambda s: p.console_print(s, markup=False, highlight=False))
         res = run(data, epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size,
-                  train_images=train_images, name=name, seed=seed, resume=resume, patience=patience, progress=p,
-                  log=say)
+                  train_images=train_images, pretrain_epochs=pretrain_epochs, name=name, seed=seed, resume=resume,
+                  patience=patience, progress=p, log=say)
     if as_json:
         return _print_json(res)
     typer.echo(f"mAP@.5 {res['map50']:.4f}   mAP@[.5:.95] {res['map']:.4f}   (pycocotools, {res['eval_images']} "

@@ -5,9 +5,10 @@ model_type resnet, e.g. facebook/detr-resnet-50 at revision "no_timm"). Pre/post
 in puhui.vision.detr_processing and puhui.vision.detr_loss.
 
 Options for training from scratch, off by default (a checkpoint's DETR is the plain one): a trainable batch norm
-and stem in the backbone, and the Conditional DETR decoder (Meng et al., ICCV 2021), whose cross-attention
-splits each query into content and a spatial part built from a reference point, and whose boxes are offsets
-from that point; it converges several times faster than DETR's.
+and stem in the backbone; the Conditional DETR decoder (Meng et al., ICCV 2021), whose cross-attention splits
+each query into content and a spatial part built from a reference point, and whose boxes are offsets from that
+point; and, on top of it, two-stage query selection (as Deformable DETR and RT-DETR): every encoder cell proposes
+a box and a class, and the best proposals become the queries that the decoder refines.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import Unsupported
+from ..errors import BadInput, Unsupported
 from .checkpoint import build, read_config
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "swish": F.silu}
@@ -65,12 +66,15 @@ class DetrConfig:
     backbone_norm: str = "frozen"         # "frozen": fixed statistics (pretrained) | "batch": trainable batch norm
     train_stem: bool = False              # train the stem and the first stage too (DETR freezes them)
     variant: str = "detr"                 # "detr" | "conditional" (Conditional DETR's decoder and box offsets)
+    two_stage: bool = False               # conditional only: queries start from the encoder's best proposals
 
     def __post_init__(self):
         if self.backbone_norm not in ("frozen", "batch"):
             raise Unsupported(f"backbone_norm {self.backbone_norm!r}; use frozen or batch")
         if self.variant not in ("detr", "conditional"):
             raise Unsupported(f"DETR variant {self.variant!r}; use detr or conditional")
+        if self.two_stage and self.variant != "conditional":
+            raise Unsupported("two_stage needs the conditional variant")
 
     @classmethod
     def from_hf(cls, config: dict) -> "DetrConfig":
@@ -334,24 +338,36 @@ class Detr(nn.Module):
         c = self.config = config
         self.backbone = ResNet(c)
         self.input_proj = nn.Conv2d(c.stage_dims[c.feature_stage - 1], c.dim, 1)
-        self.query_pos = nn.Embedding(c.num_queries, c.dim)
+        if not c.two_stage:
+            self.query_pos = nn.Embedding(c.num_queries, c.dim)
         self.encoder = nn.ModuleList(EncoderLayer(c, c.encoder_heads, c.encoder_ffn_dim)
                                      for _ in range(c.encoder_layers))
         if c.variant == "conditional":
             self.decoder = nn.ModuleList(ConditionalDecoderLayer(c, i == 0) for i in range(c.decoder_layers))
-            self.ref_point_head = mlp(c.dim, c.dim, 2)   # query position -> reference point (x, y)
             self.query_scale = mlp(c.dim, c.dim, c.dim)  # content -> scale of the spatial query, layers 2..
+            if c.two_stage:   # proposals from the encoder cells; their sine embedding -> query position
+                self.enc_output, self.enc_output_norm = nn.Linear(c.dim, c.dim), nn.LayerNorm(c.dim)
+                self.enc_class_head = nn.Linear(c.dim, c.num_classes + 1)
+                self.enc_box_head = mlp(c.dim, c.dim, c.dim, 4)
+                self.query_pos_head = mlp(c.dim, c.dim, c.dim)
+            else:
+                self.ref_point_head = mlp(c.dim, c.dim, 2)   # query position -> reference point (x, y)
         else:
             self.decoder = nn.ModuleList(DecoderLayer(c) for _ in range(c.decoder_layers))
         self.decoder_norm = nn.LayerNorm(c.dim)
         self.class_head = nn.Linear(c.dim, c.num_classes + 1)
         self.box_head = nn.ModuleList(nn.Linear(c.dim, n) for n in (c.dim, c.dim, 4))
 
-    def forward(self, pixel_values: Tensor, pixel_mask: Tensor | None = None,
-                aux: bool = False) -> tuple[Tensor, Tensor]:
+    def forward(self, pixel_values: Tensor, pixel_mask: Tensor | None = None, aux: bool = False,
+                dense: bool = False):
         """Class logits [B, Q, C+1] (the last is "no object") and boxes [B, Q, 4] (cx, cy, w, h, in 0..1 of the
         unpadded image) for pixel_values [B, 3, H, W]; pixel_mask [B, H, W] is 1 on the image, 0 on padding.
-        aux=True: one per decoder layer, stacked [L, B, Q, ...], the last being the final output (for the loss)."""
+        aux=True: one per decoder layer, stacked [L, B, Q, ...], the last being the final output (for the loss);
+        with two_stage the selected encoder proposals come first, [L + 1, B, Q, ...].
+        dense=True (two_stage): a third item, every encoder cell's proposal {"logits" [B, HW, C+1], "boxes"
+        [B, HW, 4], "centres" [HW, 2] (x, y of the cell's centre), "mask" [B, HW] (True on the image)}."""
+        if dense and not self.config.two_stage:
+            raise Unsupported("dense proposals need a two-stage model")
         B, _, H, W = pixel_values.shape
         if pixel_mask is None:
             pixel_mask = torch.ones(B, H, W, device=pixel_values.device)
@@ -362,27 +378,73 @@ class Detr(nn.Module):
         x = F.dropout(self.input_proj(features).flatten(2).transpose(1, 2), self.config.dropout, self.training)
         for layer in self.encoder:
             x = layer(x, pos, keys)
-        query_pos = self.query_pos.weight.expand(B, -1, -1)
-        h, states = torch.zeros_like(query_pos), []
-        if self.config.variant == "conditional":
-            ref = self.ref_point_head(query_pos).sigmoid()
-            sine = point_sine_embedding(ref, self.config.dim // 2)
-            for i, layer in enumerate(self.decoder):
-                h = layer(h, query_pos, sine if i == 0 else sine * self.query_scale(h), x, pos, keys)
-                if aux:
-                    states.append(h)
-        else:
-            for layer in self.decoder:
-                h = layer(h, query_pos, x, pos, keys)
-                if aux:
-                    states.append(h)
-        out = self.decoder_norm(torch.stack(states) if aux else h)
+        if self.config.variant == "detr":
+            return self._detr_decode(x, pos, keys, aux)
+        return self._conditional_decode(x, pos, keys, mask, aux, dense)
+
+    def _heads(self, states: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.decoder_norm(states)
         box = out
         for i, linear in enumerate(self.box_head):
             box = linear(box) if i == len(self.box_head) - 1 else F.relu(linear(box))
-        if self.config.variant == "conditional":  # the centre is an offset from the reference point
-            box = torch.cat((box[..., :2] + torch.logit(ref, eps=1e-5), box[..., 2:]), dim=-1)
-        return self.class_head(out), box.sigmoid()
+        return self.class_head(out), box
+
+    def _detr_decode(self, x: Tensor, pos: Tensor, keys: Tensor, aux: bool) -> tuple[Tensor, Tensor]:
+        query_pos = self.query_pos.weight.expand(x.shape[0], -1, -1)
+        h, states = torch.zeros_like(query_pos), []
+        for layer in self.decoder:
+            h = layer(h, query_pos, x, pos, keys)
+            if aux:
+                states.append(h)
+        logits, box = self._heads(torch.stack(states) if aux else h)
+        return logits, box.sigmoid()
+
+    def _proposals(self, x: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """Two-stage: every encoder cell proposes a class and a box, an offset from a 2 x 2-cell anchor at the
+        cell: {"logits", "box_logits", "memory" (the cells' features), "centres", "mask"}."""
+        h, w = mask.shape[-2:]
+        memory = self.enc_output_norm(self.enc_output(x))
+        ys, xs = torch.meshgrid((torch.arange(h, dtype=x.dtype, device=x.device) + 0.5) / h,
+                                (torch.arange(w, dtype=x.dtype, device=x.device) + 0.5) / w, indexing="ij")
+        anchors = torch.stack((xs, ys, torch.full_like(xs, 2 / w), torch.full_like(ys, 2 / h)), -1).view(1, -1, 4)
+        return {"logits": self.enc_class_head(memory), "memory": memory, "centres": anchors[0, :, :2],
+                "box_logits": self.enc_box_head(memory) + torch.logit(anchors, eps=1e-5), "mask": mask.flatten(1)}
+
+    def _select(self, p: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """The num_queries proposals whose best real class scores highest: (logits, box logits, features)."""
+        n, q = p["mask"].shape[1], self.config.num_queries
+        if n < q:
+            raise BadInput(f"the image gives {n} feature cells, fewer than the model's {q} queries")
+        score = p["logits"][..., :-1].max(-1).values.masked_fill(~p["mask"], float("-inf"))
+        top = score.topk(q, dim=1).indices[..., None]
+        return tuple(p[k].gather(1, top.expand(-1, -1, p[k].shape[-1])) for k in ("logits", "box_logits", "memory"))
+
+    def _conditional_decode(self, x: Tensor, pos: Tensor, keys: Tensor, mask: Tensor, aux: bool, dense: bool):
+        B, d = x.shape[0], self.config.dim
+        if self.config.two_stage:
+            proposals = self._proposals(x, mask)
+            enc_logits, enc_box, content = self._select(proposals)
+            ref = enc_box.detach()                              # box logits; the decoder refines all four
+            sine = point_sine_embedding(ref[..., :2].sigmoid(), d // 2)
+            query_pos, h = self.query_pos_head(sine), content.detach()
+        else:
+            query_pos = self.query_pos.weight.expand(B, -1, -1)
+            ref = torch.logit(self.ref_point_head(query_pos).sigmoid(), eps=1e-5)   # centre only
+            sine = point_sine_embedding(ref.sigmoid(), d // 2)
+            h = torch.zeros_like(query_pos)
+        states = []
+        for i, layer in enumerate(self.decoder):
+            h = layer(h, query_pos, sine if i == 0 else sine * self.query_scale(h), x, pos, keys)
+            if aux:
+                states.append(h)
+        logits, box = self._heads(torch.stack(states) if aux else h)
+        box = torch.cat((box[..., :ref.shape[-1]] + ref, box[..., ref.shape[-1]:]), dim=-1).sigmoid()
+        if aux and self.config.two_stage:
+            logits, box = torch.cat((enc_logits[None], logits)), torch.cat((enc_box.sigmoid()[None], box))
+        if dense:
+            return logits, box, {"logits": proposals["logits"], "boxes": proposals["box_logits"].sigmoid(),
+                                 "centres": proposals["centres"], "mask": proposals["mask"]}
+        return logits, box
 
 
 _BACKBONE = r"^model\.backbone\.(?:conv_encoder\.)?model\."

@@ -79,3 +79,40 @@ def detr_loss(logits: Tensor, boxes: Tensor, targets: list[dict], config: DetrCo
         parts.update({f"loss_ce{suffix}": ce, f"loss_bbox{suffix}": l1, f"loss_giou{suffix}": giou})
         total = total + ce + config.bbox_loss_coefficient * l1 + config.giou_loss_coefficient * giou
     return total, parts
+
+
+def dense_loss(logits: Tensor, boxes: Tensor, centres: Tensor, mask: Tensor, targets: list[dict],
+               config: DetrConfig) -> Tensor:
+    """A one-to-many auxiliary loss on every encoder cell's proposal (logits [B, N, C+1], boxes [B, N, 4] cx, cy,
+    w, h; cell centres [N, 2]; mask [B, N] True on the image), as Co-DETR's auxiliary heads and FCOS assign:
+    a cell whose centre lies inside a target box is a positive of that box (of the smallest such box), and so is
+    the cell nearest each box's centre; every other cell is "no object". Cross-entropy (no-object weighted by
+    eos_coefficient) over the image's cells, plus the weighted L1 and GIoU box losses over the positives."""
+    B, N, C1 = logits.shape
+    _check(targets, B)
+    classes = torch.full((B, N), C1 - 1, dtype=torch.int64, device=logits.device)
+    pred, want = [], []
+    for b, t in enumerate(targets):
+        gt = t["boxes"].to(device=logits.device, dtype=boxes.dtype)
+        if len(gt) == 0:
+            continue
+        xyxy = cxcywh_to_xyxy(gt)
+        inside = ((centres[:, None, :] > xyxy[None, :, :2]) & (centres[:, None, :] < xyxy[None, :, 2:])).all(-1)
+        inside[torch.cdist(gt[:, :2], centres).argmin(1), torch.arange(len(gt), device=logits.device)] = True
+        inside &= mask[b, :, None]
+        area = (gt[:, 2] * gt[:, 3])[None].expand(N, -1).masked_fill(~inside, float("inf"))
+        cell = inside.any(1).nonzero()[:, 0]
+        which = area[cell].argmin(1)
+        classes[b, cell] = t["class_labels"].to(logits.device)[which]
+        pred.append(boxes[b, cell])
+        want.append(gt[which])
+    weight = torch.ones(C1, device=logits.device, dtype=logits.dtype)
+    weight[-1] = config.eos_coefficient
+    ce = F.cross_entropy(logits[mask], classes[mask], weight)
+    if not pred:
+        return ce
+    predicted, wanted = torch.cat(pred), torch.cat(want)
+    n = max(len(predicted), 1)
+    l1 = F.l1_loss(predicted, wanted, reduction="none").sum() / n
+    giou = (1 - torch.diag(generalized_box_iou(cxcywh_to_xyxy(predicted), cxcywh_to_xyxy(wanted)))).sum() / n
+    return ce + config.bbox_loss_coefficient * l1 + config.giou_loss_coefficient * giou
