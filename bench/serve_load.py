@@ -5,7 +5,7 @@
     python bench/serve_load.py --skip llama.cpp  # puhui only
 
 Each server runs as its own process on 2 threads: `puhui serve` with the packaged SmolLM2-135M-Instruct
-(float32, continuous batching over 32 slots) and `llama-server -m SmolLM2-135M-Instruct.Q4_1.gguf -t 2
+(float32, and `--quant int4`: the GGUF's own 4-bit codes; continuous batching over 32 slots) and `llama-server -m SmolLM2-135M-Instruct.Q4_1.gguf -t 2
 -np 32 -cb` (built by bench/build_llama_server.sh from the sources in the llama-cpp-python sdist). At 1, 4,
 16 and 32 concurrent clients, every client streams one chat completion of exactly 128 tokens (greedy,
 `ignore_eos`, each client its own short question) and we record:
@@ -14,7 +14,7 @@ Each server runs as its own process on 2 threads: `puhui serve` with the package
 - time to first token (p50, p95) and inter-token latency (p95 of the gaps between streamed chunks);
 - failed requests (an HTTP error, a broken stream, or fewer than the asked tokens).
 
-Then a soak: 32 clients, each asking again as soon as its answer ends, for 2 minutes, against puhui: every
+Then a soak: 32 clients, each asking again as soon as its answer ends, for 2 minutes, against puhui (int4): every
 request must succeed. Targets, printed as PASS/FAIL: at 16 clients puhui's aggregate >= 4x its single-client
 rate and >= 1x llama-server's; zero failures in the soak.
 """
@@ -56,7 +56,7 @@ class Server:
     def __init__(self, name: str, argv: list[str], port: int, model_id: str, env: dict | None = None):
         self.name, self.argv, self.port, self.model_id = name, argv, port, model_id
         self.url = f"http://127.0.0.1:{port}"
-        self.log = open(RESULTS / f"serve_load_{name.replace('.', '_')}.log", "w")
+        self.log = open(RESULTS / f"serve_load_{name.replace('.', '_').replace('/', '_')}.log", "w")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
                                      start_new_session=True)
 
@@ -160,12 +160,14 @@ async def soak(server: Server, clients: int, tokens: int, seconds: float) -> dic
             "errors": sorted({r["error"] for r in failed})[:5]}
 
 
-def start_puhui(threads: int, slots: int) -> Server:
+def start_puhui(threads: int, slots: int, weights: str) -> Server:
     port = free_port()
     argv = [sys.executable, "-c", "from puhui.cli import main; main()", "serve", "--port", str(port),
             "--model", MODEL, "--max-batch", str(slots), "--max-queue", "256", "--context", "1024"]
+    if weights == "int4":
+        argv += ["--quant", "int4"]
     env = {"PUHUI_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
-    return Server("puhui", argv, port, MODEL, env)
+    return Server(f"puhui/{weights}", argv, port, MODEL, env)
 
 
 def start_llama_server(binary: Path, gguf: Path, threads: int, slots: int) -> Server:
@@ -182,6 +184,9 @@ def main(argv=None) -> int:
     ap.add_argument("--levels", default="1,4,16,32")
     ap.add_argument("--soak", type=float, default=120, help="seconds of the 32-client soak (0: none)")
     ap.add_argument("--skip", default="", help="llama.cpp to run puhui only")
+    ap.add_argument("--weights", default="float32,int4",
+                    help="puhui servers to measure: float32 (exact) and/or int4 (the GGUF's 4-bit codes)")
+    ap.add_argument("--soak-on", default="int4", help="which puhui server the soak runs against")
     ap.add_argument("--llama-server", type=Path, default=ROOT / ".venv" / "llama-server" / "bin" / "llama-server")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS / "serve_load.json")
@@ -196,7 +201,8 @@ def main(argv=None) -> int:
 
     store.register_defaults()
     gguf = store.model_file(MODEL)
-    servers = [("puhui", lambda: start_puhui(args.threads, slots))]
+    weights = [w.strip() for w in args.weights.split(",") if w.strip()]
+    servers = [(f"puhui/{w}", lambda w=w: start_puhui(args.threads, slots, w)) for w in weights]
     skipped = {}
     if "llama.cpp" not in args.skip:
         binary = args.llama_server if args.llama_server.exists() else shutil.which("llama-server")
@@ -221,24 +227,27 @@ def main(argv=None) -> int:
                 print(f"  {name:9s} {n:2d} clients: {r['aggregate_tok_s']:6.1f} tok/s, ttft p50 "
                       f"{r['ttft_p50_s'] or float('nan'):.2f} s, itl p95 {r['itl_p95_s'] or float('nan'):.3f} s, "
                       f"failed {r['failed']}", file=sys.stderr)
-            if name == "puhui" and args.soak > 0:
+            if name == f"puhui/{args.soak_on}" and args.soak > 0:
                 rows[name]["soak"] = s = asyncio.run(soak(server, slots, args.tokens, args.soak))
                 print(f"  {name:9s} soak {s['clients']} clients {s['seconds']:.0f} s: {s['requests']} requests, "
                       f"{s['failed']} failed, {s['aggregate_tok_s']:.1f} tok/s", file=sys.stderr)
 
-    p = rows["puhui"]["levels"]
-    one, mid = p.get("1"), p.get("16") or p[str(max(levels))]
     targets = []
-    if one:
-        ratio = mid["aggregate_tok_s"] / one["aggregate_tok_s"]
-        targets.append({"target": f"puhui {mid['clients']} clients >= 4x its 1 client", "value": ratio, "pass": ratio >= 4})
-    if "llama.cpp" in rows:
-        ref = rows["llama.cpp"]["levels"][str(mid["clients"])]
-        ratio = mid["aggregate_tok_s"] / ref["aggregate_tok_s"]
-        targets.append({"target": f"puhui >= 1x llama-server at {mid['clients']} clients", "value": ratio,
-                        "pass": ratio >= 1})
-    if "soak" in rows["puhui"]:
-        s = rows["puhui"]["soak"]
+    for w in weights:
+        p = rows[f"puhui/{w}"]["levels"]
+        one, mid = p.get("1"), p.get("16") or p[str(max(levels))]
+        if one:
+            ratio = mid["aggregate_tok_s"] / one["aggregate_tok_s"]
+            targets.append({"target": f"puhui/{w} {mid['clients']} clients >= 4x its 1 client", "value": ratio,
+                            "pass": ratio >= 4})
+        if "llama.cpp" in rows:
+            ref = rows["llama.cpp"]["levels"][str(mid["clients"])]
+            ratio = mid["aggregate_tok_s"] / ref["aggregate_tok_s"]
+            targets.append({"target": f"puhui/{w} >= 1x llama-server at {mid['clients']} clients", "value": ratio,
+                            "pass": ratio >= 1})
+    soaked = [r["soak"] for r in rows.values() if "soak" in r]
+    if soaked:
+        s = soaked[0]
         targets.append({"target": f"zero failures in a {s['seconds']:.0f} s soak at {s['clients']} clients",
                         "value": s["failed"], "pass": s["failed"] == 0})
 
