@@ -235,7 +235,10 @@ def _param_bytes(model: torch.nn.Module, tied: bool) -> int:
     emb = model.get_input_embeddings().weight if hasattr(model, "get_input_embeddings") else None
     if emb is None:
         emb = getattr(model, "tok_embeddings").weight
-    for p in model.parameters():
+    weights = list(model.parameters())
+    # quantised layers hold their weights as buffers (int4 codes, scales and zeros); the KV cache is not a weight
+    weights += [b for name, b in model.named_buffers() if "kv_cache" not in name and b is not None]
+    for p in weights:
         if p.data_ptr() in seen or (not tied and p is emb):
             continue
         seen.add(p.data_ptr())
