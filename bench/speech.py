@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -56,18 +55,7 @@ PARAGRAPHS = {
 TARGET_FW_RTF, TARGET_OURS_RATIO, TARGET_SYNTH_RTF = 0.1, 3.0, 0.2
 
 
-def words(text: str) -> list[str]:
-    return re.sub(r"[^\w\s]", " ", text.lower().replace("'", "")).split()
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    ref, hyp = words(reference), words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1] / max(1, len(ref))
+from puhui.audio.wer import wer  # noqa: E402  (the same WER as the tests)
 
 
 def main() -> int:
