@@ -21,3 +21,15 @@ def run_cli(*args: str, home: Path | None = None, timeout: float = 300) -> subpr
         env["PUHUI_HOME"] = str(home)
     return subprocess.run([sys.executable, "-c", "from puhui.cli import main; main()", *args],
                           capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of small-model tests (threads only cost time there, a lot on a busy machine);
+    use with pytestmark = pytest.mark.usefixtures("one_thread")."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

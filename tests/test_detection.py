@@ -33,13 +33,7 @@ TINY_RECIPE = dt.Recipe(image_size=96, num_queries=8, dim=64, heads=4, ffn_dim=1
                         decoder_layers=2, stage_dims=(16, 32, 64))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models: threads only cost time on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # small models: threads only cost time
 
 
 @pytest.fixture(scope="module")

@@ -28,13 +28,7 @@ BACKBONES = {  # tiny ResNets: bottleneck (resnet-50 style) and basic blocks (re
 SIZES = [(64, 96), (80, 56)]  # two images of different sizes, padded to 80 x 96
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: threads only cost time, a lot of it on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # small models: threads only cost time
 
 
 def hf_detr(backbone: str, **kw):

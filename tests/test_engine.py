@@ -27,12 +27,7 @@ PROMPTS = ["Hello world", "The quick brown fox jumps over", "Once", "a cat who l
 GREEDY = dict(temperature=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # small models: threads only cost time
 
 
 def save_tokenizer(path, extra_text=()):

@@ -34,13 +34,7 @@ TINY = dict(vocab_size=51864, num_mel_bins=80, d_model=64, encoder_layers=2, enc
             eos_token_id=50256, decoder_start_token_id=50257, suppress_tokens=None, begin_suppress_tokens=[220, 50256])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models and a busy machine: threads only cost time."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # small models: threads only cost time
 
 
 @pytest.fixture(scope="module")
