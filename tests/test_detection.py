@@ -348,17 +348,29 @@ def test_tiny_detr_learns_a_handful_of_images(tiny):
 
 # ------------------------------------------------------------------------------------------------ task and CLI
 
-@pytest.fixture
-def detector_model(home):
-    """A tiny random (untrained) detector saved in the store as 'tiny-detr'."""
+def _save_tiny(name: str):
     from safetensors.torch import save
 
     model = _tiny_model().eval()
     config = {**model.config.__dict__, "image_size": 96}
-    store.save_model("tiny-detr", "detection", "detr", "safetensors",
+    store.save_model(name, "detection", "detr", "safetensors",
                      {"model.safetensors": save({k: v.contiguous() for k, v in model.state_dict().items()}),
                       "config.json": json.dumps(config).encode()}, main="model.safetensors")
     return model
+
+
+@pytest.fixture
+def detector_model(home):
+    """A tiny random (untrained) detector saved in the store as 'tiny-detr'."""
+    return _save_tiny("tiny-detr")
+
+
+def test_server_serves_the_default_detector_once_trained(home):
+    from puhui.serve.app import default_models
+
+    assert "detr-synthetic" not in default_models()
+    _save_tiny("detr-synthetic")
+    assert "detr-synthetic" in default_models()
 
 
 def test_detector_output_and_drawing(detector_model, tiny, tmp_path):
@@ -402,6 +414,66 @@ def test_cli_detect_lines_json_and_errors(detector_model, home, tiny, tmp_path):
         r = run_cli("detect", *args, home=home)
         assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_http_detections_multipart_json_and_errors(detector_model, tiny, tmp_path):
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from puhui.serve import create_app
+
+    png = (tiny / "test" / "images" / "000000.png").read_bytes()
+    expected = puhui.load("tiny-detr").detect(tiny / "test" / "images" / "000000.png", threshold=0.0)
+    app = create_app(["tiny-detr"], aliases={}, max_body=1 << 16, max_image_body=1 << 20)
+    with TestClient(app) as client:
+        r = client.post("/v1/detections", files={"file": ("digits.png", png)},
+                        data={"model": "tiny-detr", "threshold": "0"})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["object"] == "detection" and out["model"] == "tiny-detr" and (out["width"], out["height"]) == (96, 96)
+        assert out["objects"] == expected and len(expected) == 8
+        b64 = base64.b64encode(png).decode()
+        for image in (b64, "data:image/png;base64," + b64):
+            r = client.post("/v1/detections", json={"model": "tiny-detr", "image": image, "threshold": 0})
+            assert r.status_code == 200 and r.json()["objects"] == expected, r.text
+        r = client.post("/v1/detections", json={"model": "tiny-detr", "image": b64, "threshold": 1})
+        assert r.json()["objects"] == [] and r.json()["threshold"] == 1
+
+        def error(status, **kwargs):
+            r = client.post("/v1/detections", **kwargs)
+            assert r.status_code == status, r.text
+            return r.json()["error"]
+
+        def bomb() -> bytes:
+            buf = io.BytesIO()
+            Image.new("1", (8000, 8000)).save(buf, format="PNG")     # 64 megapixels in a few kB
+            assert len(buf.getvalue()) < 1 << 16
+            return buf.getvalue()
+
+        text = b"these are words, not an image\n" * 10
+        assert error(400, files={"file": ("notes.txt", text)}, data={"model": "tiny-detr"})["param"] == "file"
+        err = error(400, json={"model": "tiny-detr", "image": base64.b64encode(text).decode()})
+        assert err["param"] == "image" and "not an image" in err["message"]
+        assert error(400, json={"model": "tiny-detr", "image": "%%% not base64"})["param"] == "image"
+        err = error(400, files={"file": ("bomb.png", bomb())}, data={"model": "tiny-detr"})
+        assert err["param"] == "file" and "decompression bomb" in err["message"], err
+        err = error(400, json={"model": "tiny-detr", "image": base64.b64encode(bomb()).decode()})
+        assert "decompression bomb" in err["message"], err
+        assert error(413, files={"file": ("big.png", bytes(2 << 20))}, data={"model": "tiny-detr"})["code"] == \
+            "request_too_large"
+        assert error(404, json={"model": "detr-coco", "image": b64})["param"] == "model"
+        assert error(400, json={"model": "tiny-detr", "image": b64, "threshold": 2})["param"] == "threshold"
+        assert error(400, json={"model": "tiny-detr", "image": b64, "colour": "red"})["param"] == "colour"
+        assert error(400, json={"model": "tiny-detr"})["param"] == "image"
+        assert error(400, files={"file": ("a.png", png)}, data={"model": "tiny-detr", "nms": "1"})["param"] == "nms"
+        assert error(400, files={"model": (None, "tiny-detr"), "file": (None, "a field, not a file")})["param"] == \
+            "file"
+        assert error(400, files={"file": ("empty.png", b"")}, data={"model": "tiny-detr"})["param"] == "file"
+        assert error(400, content=b"{not json", headers={"Content-Type": "application/json"})["code"] == "invalid_json"
+        assert error(415, content=png, headers={"Content-Type": "image/png"})["code"] == "unsupported_media_type"
+        assert client.get("/v1/models").json()["data"][0]["task"] == "detection"
 
 
 @pytest.mark.slow

@@ -567,7 +567,8 @@ def serve_api(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535),
     model: Optional[List[str]] = typer.Option(None, "--model", help="A model to serve (repeat for more); default: "
-                                                                   "the packaged text, embeddings and speech models."),
+                                                                   "the packaged text, embeddings and speech models, "
+                                                                   "and detr-synthetic once trained."),
     api_key: Optional[List[str]] = typer.Option(None, "--api-key", help="Require this Bearer key (repeat for more); "
                                                                        "also from PUHUI_API_KEYS."),
     max_queue: int = typer.Option(64, "--max-queue", min=0, help="Sequences that may wait per text model (then 429)."),
@@ -579,7 +580,7 @@ def serve_api(
     quant: Optional[str] = typer.Option(None, "--quant", help="int4: text models with 4-bit weights (a Q4 GGUF's own "
                                                               "codes; faster decoding on a CPU)."),
 ):
-    """Serve models over an OpenAI-compatible HTTP API (completions, chat, embeddings, audio, models)."""
+    """Serve models over an OpenAI-compatible HTTP API (completions, chat, embeddings, audio, detections, models)."""
     from .serve import check_bind, serve
     from .serve.app import default_models
 

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from .. import __version__
-from ..errors import ModelNotFound
+from ..errors import ModelNotFound, PuhuiError
 from .auth import AuthMiddleware, BodyLimitMiddleware, KeyRing
 from .errors import APIError, install
 from .metrics import Metrics, MetricsMiddleware
@@ -26,19 +26,21 @@ DEFAULT_MAX_QUEUE = 64
 DEFAULT_CONTEXT_CAP = 4096          # without --context: the model's window, at most this (KV cache memory)
 DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_MAX_BODY = 1 << 20          # 1 MiB
-SERVED_TASKS = ("text-generation", "embeddings", "recommendation", "transcription", "speech")
+SERVED_TASKS = ("text-generation", "embeddings", "recommendation", "transcription", "speech", "detection")
 DEFAULT_MAX_AUDIO_BODY = 25 << 20   # 25 MiB: uploads to /v1/audio/transcriptions and /translations
+DEFAULT_MAX_IMAGE_BODY = 20 << 20   # 20 MiB: images sent to /v1/detections
 # served by default too when their packages, and what runs them, are installed
 DEFAULT_SPEECH_MODELS = (("whisper-tiny.en", "faster_whisper"), ("piper-joe", "onnxruntime"))
 
 
 def default_models() -> list[str]:
-    """DEFAULT_MODELS, and the packaged speech models whose packages and runtime (the audio extra; espeak-ng
-    for a voice) are installed."""
+    """DEFAULT_MODELS, the packaged speech models whose packages and runtime (the audio extra; espeak-ng for a
+    voice) are installed, and the default detector once `puhui train detr` has made it."""
     import importlib.util
     import shutil
 
-    from .. import packaged
+    from .. import packaged, store
+    from ..tasks.detection import DEFAULT_NAME as DEFAULT_DETECTOR
 
     out = list(DEFAULT_MODELS)
     for name, runtime in DEFAULT_SPEECH_MODELS:
@@ -48,6 +50,11 @@ def default_models() -> list[str]:
         if runtime == "onnxruntime" and shutil.which("espeak-ng") is None:
             continue
         out.append(name)
+    try:
+        if store.get(DEFAULT_DETECTOR).task == "detection":
+            out.append(DEFAULT_DETECTOR)
+    except PuhuiError:
+        pass
     return out
 
 
@@ -156,7 +163,7 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
                max_batch: int = DEFAULT_MAX_BATCH, context: int | None = None,
                request_timeout: float = DEFAULT_TIMEOUT_S, max_body: int = DEFAULT_MAX_BODY,
                aliases: dict[str, str] | None = None, max_audio_body: int = DEFAULT_MAX_AUDIO_BODY,
-               quant: str | None = None) -> FastAPI:
+               quant: str | None = None, max_image_body: int = DEFAULT_MAX_IMAGE_BODY) -> FastAPI:
     """The OpenAI-compatible app.
 
     models: store names or aliases (loaded now, so that a missing model fails here, not at the first request),
@@ -164,7 +171,8 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
     no auth. max_batch sequences run at once per text model and max_queue more may wait (beyond: 429).
     context: the text models' context window (default: theirs, at most 4096 tokens). request_timeout: seconds
     a request may take (then 504). max_body: bytes of a request body (beyond: 413). aliases: default the
-    settings' (OpenAI names -> the packaged defaults). max_audio_body: bytes of an audio upload (beyond: 413)."""
+    settings' (OpenAI names -> the packaged defaults). max_audio_body (max_image_body): bytes of an audio (image)
+    upload (beyond: 413)."""
     from ..settings import get_settings
 
     if max_queue < 0:
@@ -214,6 +222,9 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
     from .audio import UPLOAD_ROUTES
     from .audio import router as audio_router
     app.include_router(audio_router)
+    from .vision import UPLOAD_ROUTES as IMAGE_ROUTES
+    from .vision import router as vision_router
+    app.include_router(vision_router)
 
     @app.get("/health", response_model=Health, summary="Liveness, and the models served")
     async def health() -> Health:
@@ -226,7 +237,8 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
 
     # the last added runs first: metrics see everything, then the key check, then the body limit
     app.add_middleware(BodyLimitMiddleware, limit=max_body,
-                       route_limits={path: max_audio_body for path in UPLOAD_ROUTES})
+                       route_limits={**{path: max_audio_body for path in UPLOAD_ROUTES},
+                                     **{path: max_image_body for path in IMAGE_ROUTES}})
     app.add_middleware(AuthMiddleware, keys=keys)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
     return app

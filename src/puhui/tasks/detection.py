@@ -20,7 +20,7 @@ from .. import store
 from ..atomic import atomic_write
 from ..data.detection import DetectionSplits, open_detection_dir
 from ..errors import BadInput, Unsupported
-from ..models.detr import Detr, DetrConfig
+from ..models.detr import Detr, DetrConfig, prepare_for_inference
 from ..progress import ProgressFn
 from ..settings import get_settings
 from ..vision import detr_train as dt
@@ -158,6 +158,8 @@ def _config(d: dict) -> DetrConfig:
 class Detector:
     """A trained detector from the store: `detect(image, threshold)`, `draw(image, detections, path)`."""
 
+    task = TASK
+
     def __init__(self, manifest, **options):
         from ..models.checkpoint import build
         from ..train import load_weights
@@ -172,7 +174,7 @@ class Detector:
         self.config, self.image_size = _config(d), int(d["image_size"])
         self.classes = list(self.config.labels)
         weights = load_weights(store.model_file(manifest.name, "model.safetensors"))
-        self.model = build(Detr, self.config, weights, where=f"model {self.name!r}")
+        self.model = prepare_for_inference(build(Detr, self.config, weights, where=f"model {self.name!r}"))
 
     def detect(self, image, threshold: float = 0.7) -> list[dict]:
         """Objects scoring above threshold, best first: {"label", "score", "box": [x0, y0, x1, y1] in pixels}.

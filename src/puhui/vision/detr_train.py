@@ -63,19 +63,33 @@ def detr_config(recipe: Recipe, classes: list[str], max_objects: int = 0) -> Det
         variant=recipe.variant, two_stage=recipe.two_stage)
 
 
-def open_rgb(image):
-    """A PIL RGB image from a path or a PIL image; BadInput when it is not an image."""
+def open_rgb(image, max_pixels: int | None = None):
+    """A PIL RGB image from a path, bytes or a PIL image; BadInput when it is not an image, or when it has more than
+    max_pixels pixels (read from the header before anything is decoded: a decompression bomb; default PIL's own
+    limit)."""
+    import io
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(image, Image.Image):
         return image.convert("RGB")
+    what = "the image" if isinstance(image, (bytes, bytearray)) else str(image)
     try:
-        with Image.open(image) as im:
-            return im.convert("RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else image) as im:
+                w, h = im.size
+                if max_pixels is not None and w * h > max_pixels:
+                    raise BadInput(f"{what}: {w}x{h} is {w * h:,} pixels, more than the {max_pixels:,} allowed "
+                                   "(a decompression bomb?)")
+                return im.convert("RGB")
     except FileNotFoundError:
-        raise BadInput(f"{image}: no such file") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise BadInput(f"{image}: not an image ({e})") from None
+        raise BadInput(f"{what}: no such file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadInput(f"{what}: too many pixels, a decompression bomb ({e})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise BadInput(f"{what}: not an image ({e})") from None
 
 
 def to_pixels(images, size: int) -> Tensor:
