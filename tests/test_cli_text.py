@@ -56,6 +56,12 @@ def test_run_streams_and_bad_input(home):
     assert r.stdout.strip()
     r = run_cli("run", SMOL, "Hello", "--max-tokens", "0", home=home)
     assert r.returncode == 2 and "max_tokens" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("run", SMOL, "Hello", "--format", "yaml", home=home)
+    assert r.returncode == 2 and "--format" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("run", SMOL, "A JSON object with the name and age of Ann, 31.", "--format", "json",
+                "--temperature", "0", "--max-tokens", "64", home=home)
+    assert r.returncode == 0, r.stderr
+    assert isinstance(json.loads(r.stdout), dict)
 
 
 @pytest.mark.slow

@@ -107,6 +107,28 @@ def test_chat_stream_joins_to_the_same_answer(client):
     assert all(ch.usage is None for ch in chunks[:-1])
 
 
+def test_chat_json_mode(client, http):
+    """response_format json_object: the answer is a JSON object, streamed or not; OpenAI's own rules refuse
+    what it would refuse."""
+    import json
+
+    ask = [{"role": "user", "content": "Give a JSON object with the name and the age of Ann, who is 31."}]
+    fmt = {"type": "json_object"}
+    r = client.chat.completions.create(model="gpt-4o-mini", messages=ask, max_tokens=96, response_format=fmt, **GREEDY)
+    text = r.choices[0].message.content
+    assert r.choices[0].finish_reason == "stop" and isinstance(json.loads(text), dict), text
+    chunks = client.chat.completions.create(model="gpt-4o-mini", messages=ask, max_tokens=96, response_format=fmt,
+                                            stream=True, **GREEDY)
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == text
+    no_json = [{"role": "user", "content": "Tell me about Ann."}]
+    bad = http.post("/v1/chat/completions", json={"model": SMOL, "messages": no_json, "response_format": fmt})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "messages" and "json" in bad.text
+    for body in ({"type": "json_schema", "json_schema": {"name": "x"}}, {"type": "json_object", "json_schema": {}},
+                 {"type": "text", "json_schema": {}}):
+        bad = http.post("/v1/chat/completions", json={"model": SMOL, "messages": ask, "response_format": body})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "response_format", body
+
+
 def test_completion_stream_joins_to_the_same_text(client):
     kw = dict(model="text-davinci-003", prompt="Once upon a time", max_tokens=12, **GREEDY)
     whole = client.completions.create(**kw)

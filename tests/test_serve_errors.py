@@ -103,7 +103,6 @@ def test_unsupported_parameters_are_refused_by_name(http):
     refused = [("/v1/completions", COMPLETION, "suffix", "!"), ("/v1/completions", COMPLETION, "best_of", 3),
                ("/v1/chat/completions", CHAT, "tools", [{"type": "function", "function": {"name": "f"}}]),
                ("/v1/chat/completions", CHAT, "tool_choice", "auto"),
-               ("/v1/chat/completions", CHAT, "response_format", {"type": "json_object"}),
                ("/v1/chat/completions", CHAT, "response_format", {"type": "json_schema", "json_schema": {}}),
                ("/v1/chat/completions", CHAT, "store", True), ("/v1/chat/completions", CHAT, "audio", {"voice": "x"}),
                ("/v1/embeddings", {"model": MINILM, "input": "a"}, "dimensions", 64),

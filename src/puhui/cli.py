@@ -243,12 +243,20 @@ def run_text(
     system: Optional[str] = typer.Option(None, "--system", help="A system message (chat models)."),
     raw: bool = typer.Option(False, "--raw", help="Complete the prompt as it is, without the chat template."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with text and usage."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="json: the answer is one JSON object (constrained "
+                                                             "decoding; ask for JSON in the prompt too)."),
     quant: Optional[str] = typer.Option(None, "--quant", help="int4: 4-bit weights (faster on a CPU)."),
 ):
     """Generate text from a prompt, streamed to the terminal. A chat model gets it as a user message."""
+    from .errors import BadInput
+
+    if fmt not in (None, "json"):
+        raise BadInput(f"--format {fmt!r}: the only format is json")
     if prompt is None:
         prompt = sys.stdin.read().rstrip("\n")
     sampling = _sampling(max_tokens, temperature, top_p, seed)
+    if fmt == "json":
+        sampling["json_mode"] = True
     gen = _text_generator(model, quant)
     chat = bool(gen.chat_template) and not raw
     what = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]

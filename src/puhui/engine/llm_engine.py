@@ -17,6 +17,7 @@ import itertools
 from collections.abc import Iterable, Iterator
 
 from ..errors import BadInput
+from .json_mode import JsonConstraint
 from .runner import ModelRunner
 from .sampling import SamplingParams, make_generator
 from .scheduler import Scheduler
@@ -77,6 +78,8 @@ class LLMEngine:
             raise BadInput("the prompt is empty (no tokens)")
         if params.stop and self.tokenizer is None:
             raise BadInput("stop strings need a tokenizer; use stop_token_ids")
+        if params.json_mode and not hasattr(self.tokenizer, "token_bytes"):
+            raise BadInput("JSON mode needs the model's tokenizer (puhui's Tokenizer: it reads every token's bytes)")
         params.check_vocab(self.vocab_size)
         check_context(len(ids), params.max_tokens, self.context_length)
         if request_id is None:
@@ -85,7 +88,8 @@ class LLMEngine:
             raise BadInput(f"request id {request_id!r} is already running")
         req = Request(request_id, text, ids, params)
         device = self.runner.device
-        req.seqs = [Sequence(req, i, self.tokenizer, self.eos_ids, make_generator(params.seed, i, device))
+        req.seqs = [Sequence(req, i, self.tokenizer, self.eos_ids, make_generator(params.seed, i, device),
+                             JsonConstraint(self.tokenizer.token_bytes()) if params.json_mode else None)
                     for i in range(params.n)]
         return req
 

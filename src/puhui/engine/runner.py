@@ -85,7 +85,9 @@ class ModelRunner:
         counts = prompt_mask = None
         if penalised:
             counts, prompt_mask = self.counts.rows([s.slot for s in seqs])
-        out = sample(logits, params, generators, counts, prompt_mask)
+        constraints = [s.constraint for s in seqs]
+        out = sample(logits, params, generators, counts, prompt_mask,
+                     constraints if any(c is not None for c in constraints) else None)
         if penalised:
             self.counts.add([seqs[i].slot for i in penalised], out.tokens[penalised])
         return out

@@ -13,6 +13,9 @@
   5. top_k, top_p, min_p truncation of the tempered distribution (see `truncate`).
   6. draw                exponential race, argmax(p / q) with q ~ Exp(1) drawn from the row's own
                          torch.Generator, so a seeded request gets the same tokens whatever shares its batch.
+  7. constraint          a row with a constraint (JSON mode, json_mode.py) takes its best-scored allowed token
+                         instead: the largest logit (greedy) or p / q (a draw restricted to the allowed
+                         tokens); when the truncated set has none, the most likely allowed token.
 """
 from __future__ import annotations
 
@@ -59,6 +62,7 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     seed: int | None = None
     n: int = 1
+    json_mode: bool = False            # the output is one JSON object (constrained decoding, json_mode.py)
     logprobs: int | None = None        # None = no logprobs; k = the chosen token's and k alternatives
     echo: bool = False
     ignore_eos: bool = False
@@ -93,7 +97,7 @@ class SamplingParams:
         if self.logprobs is not None:
             put("logprobs", _check_int("logprobs", self.logprobs, lambda v: 0 <= v <= MAX_LOGPROBS,
                                        f"an integer in [0, {MAX_LOGPROBS}] or null"))
-        for name in ("echo", "ignore_eos"):
+        for name in ("echo", "ignore_eos", "json_mode"):
             if not isinstance(getattr(self, name), bool):
                 raise BadInput(f"{name} must be true or false, got {getattr(self, name)!r}")
 
@@ -244,6 +248,30 @@ def truncate(logits: torch.Tensor, top_k: list[int], top_p: list[float], min_p: 
     return logits
 
 
+def first_allowed(constraint, scores: torch.Tensor | None, logits: torch.Tensor) -> int:
+    """The best-scored token that `constraint` allows: by `scores` among those it keeps (> 0: inside the
+    truncated set), then by the logits. Candidates are tried in growing top-k blocks, so the usual case (one of
+    the first few tokens is allowed) checks a handful of tokens. When no token at all is allowed (a vocabulary
+    without single-byte tokens), the most likely one, which the sequence takes as its end."""
+    for ranking, floor in ((scores, 0.0), (logits, float("-inf"))):
+        if ranking is None:
+            continue
+        V, k, seen = ranking.shape[-1], 8, 0
+        while seen < V:
+            k = min(k, V)
+            values, ids = ranking.topk(k)
+            for v, t in zip(values[seen:].tolist(), ids[seen:].tolist()):
+                if v <= floor:
+                    break
+                if constraint.allows(t):
+                    return t
+            else:
+                seen, k = k, k * 8
+                continue
+            break
+    return int(logits.argmax())
+
+
 def token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor, top: int):
     """log_softmax of logits [N, V]: (logprob of token_ids [N], top ids [N, top], top logprobs [N, top]).
     Also what `echo` needs for the prompt's tokens."""
@@ -254,12 +282,14 @@ def token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor, top: int):
 
 
 def sample(logits: torch.Tensor, params: list[SamplingParams], generators=None,
-           output_counts: torch.Tensor | None = None, prompt_mask: torch.Tensor | None = None) -> Sampled:
+           output_counts: torch.Tensor | None = None, prompt_mask: torch.Tensor | None = None,
+           constraints=None) -> Sampled:
     """Next tokens for logits [B, V] (the last position of each row), one SamplingParams per row.
 
     generators: one torch.Generator or None per row (None: the global RNG), see `make_generator`.
     output_counts [B, V] and prompt_mask [B, V] (rows aligned with logits, e.g. `TokenCounts.rows`)
-    are needed only when some row uses penalties."""
+    are needed only when some row uses penalties. constraints: None, or one per row: None or an object
+    whose allows(token_id) says whether the row may take that token (json_mode.JsonConstraint)."""
     B, V = logits.shape
     if len(params) != B or (generators is not None and len(generators) != B):
         raise ValueError(f"sample: {B} rows of logits but {len(params)} params / "
@@ -272,6 +302,7 @@ def sample(logits: torch.Tensor, params: list[SamplingParams], generators=None,
 
     tokens = logits.argmax(dim=-1)
     rows = [i for i, p in enumerate(params) if not p.greedy]
+    race = {}   # row -> its p / q scores, for the constrained rows that sample
     if rows:
         device = logits.device
         idx = torch.tensor(rows, device=device)
@@ -293,7 +324,14 @@ def sample(logits: torch.Tensor, params: list[SamplingParams], generators=None,
         elif unseeded:
             q[torch.tensor(unseeded, device=device)] = torch.empty(len(unseeded), V, device=device).exponential_()
         q.clamp_min_(torch.finfo(q.dtype).tiny)   # q == 0 would make 0/0 = nan, which argmax picks
-        tokens[idx] = (probs / q).argmax(dim=-1)
+        scores = probs / q
+        tokens[idx] = scores.argmax(dim=-1)
+        if constraints is not None:
+            race = {i: scores[j] for j, i in enumerate(rows) if constraints[i] is not None}
+    if constraints is not None:
+        for i, c in enumerate(constraints):
+            if c is not None and not c.allows(int(tokens[i])):
+                tokens[i] = first_allowed(c, race.get(i), logits[i])
 
     wanted = [p.logprobs for p in params if p.logprobs is not None]
     if not wanted:

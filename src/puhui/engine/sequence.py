@@ -74,7 +74,7 @@ class Sequence:
     """One generated continuation of a prompt: its cache slot, tokens, incremental text and stop state."""
 
     def __init__(self, request: "Request", index: int, tokenizer, eos_ids: frozenset[int],
-                 generator: torch.Generator | None):
+                 generator: torch.Generator | None, constraint=None):
         p = request.params
         self.request = request
         self.index = index
@@ -93,6 +93,7 @@ class Sequence:
         self.delta = ""
         self.logprobs: list[TokenLogprob | None] | None = None if p.logprobs is None else []
         self.n_delta_logprobs = 0
+        self.constraint = constraint   # json_mode.JsonConstraint or None: what the sampler may pick
 
     @property
     def request_id(self) -> str:
@@ -125,6 +126,14 @@ class Sequence:
             self._finish("stop", token)
         elif self.decoder is not None:
             self._show(self.decoder.push(token))
+        if self.constraint is not None and not self.finished:
+            if self.constraint.allows(token):
+                self.constraint.advance(token)
+            else:   # no token of the vocabulary kept the output valid (the sampler's last resort)
+                self.constraint = None
+                self._finish("stop", None)
+            if self.constraint is not None and self.constraint.done:
+                self._finish("stop", None)      # the JSON object is complete
         if not self.finished and len(self.output_ids) >= self.params.max_tokens:
             self._finish("length", None)
 

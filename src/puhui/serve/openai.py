@@ -202,10 +202,7 @@ async def _chat(body: ChatCompletionRequest, request: Request):
         value = getattr(body, name)
         if value is not None and not _is_neutral(value, neutral):
             raise unsupported(name, _WHY.get(name, ""))
-    if body.response_format is not None and body.response_format.type != "text":
-        raise unsupported("response_format", f"type {body.response_format.type!r} needs constrained decoding, which "
-                                             "is not implemented yet: only 'text' is accepted (ask for JSON in the "
-                                             "prompt and check it yourself)")
+    json_mode = _json_mode(body.response_format)
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs set to true", param="top_logprobs", code="invalid_value")
     include_usage = _stream_options(body)
@@ -214,8 +211,14 @@ async def _chat(body: ChatCompletionRequest, request: Request):
         raise APIError(400, f"max_tokens ({body.max_tokens}) and max_completion_tokens "
                             f"({body.max_completion_tokens}) differ: send one", param="max_tokens", code="invalid_value")
     messages = _messages(body.messages)
+    if json_mode and not any("json" in str(m.get("content", "")).lower() for m in messages):
+        # OpenAI's rule and message: without being asked for JSON a model may fill max_tokens with blanks
+        raise APIError(400, "'messages' must contain the word 'json' in some form, to use 'response_format' of "
+                            "type 'json_object'.", param="messages", code="invalid_value")
     n = body.n or 1
     sampling = _sampling(body)
+    if json_mode:
+        sampling["json_mode"] = True
     max_tokens = body.max_completion_tokens or body.max_tokens
     if body.logprobs:
         sampling["logprobs"] = body.top_logprobs or 0
@@ -439,6 +442,24 @@ def _prompts(prompt) -> list:
 
 _SAMPLING_FIELDS = ("temperature", "top_p", "n", "stop", "presence_penalty", "frequency_penalty", "seed",
                     "logit_bias", "top_k", "min_p", "repetition_penalty", "ignore_eos")
+
+
+def _json_mode(fmt) -> bool:
+    """response_format: text (None too) -> False; json_object -> True (constrained decoding, engine/json_mode.py);
+    json_schema is refused."""
+    if fmt is None or fmt.type == "text":
+        if fmt is not None and fmt.json_schema is not None:
+            raise APIError(400, "response_format.json_schema is only for type 'json_schema'",
+                           param="response_format", code="invalid_value")
+        return False
+    if fmt.type == "json_schema":
+        raise unsupported("response_format", "type 'json_schema' (decoding constrained by a schema) is not "
+                                             "implemented yet: use type 'json_object' (any JSON object) and check "
+                                             "the schema yourself")
+    if fmt.json_schema is not None:
+        raise APIError(400, "response_format.json_schema is only for type 'json_schema'",
+                       param="response_format", code="invalid_value")
+    return True
 
 
 def _sampling(body) -> dict:

@@ -154,7 +154,8 @@ class ChatCompletionRequest(_Sampling):
     logprobs: Optional[bool] = None
     top_logprobs: Optional[int] = Field(None, ge=0, le=MAX_LOGPROBS)
     response_format: Optional[ResponseFormat] = Field(
-        None, description="'text' only: json_object and json_schema are refused (no constrained decoding yet).")
+        None, description="'text', or 'json_object': the answer is one JSON object (constrained decoding; a "
+                          "message must mention JSON). 'json_schema' is refused.")
     # OpenAI's, not implemented: refused unless null (or neutral)
     tools: Unsupported = None
     tool_choice: Unsupported = None

@@ -233,6 +233,33 @@ class Tokenizer:
     def id_to_token(self, token_id: int) -> str | None:
         return self.backend.id_to_token(token_id)
 
+    def token_bytes(self) -> list[bytes | None]:
+        """The bytes each token id stands for (what it adds to a decoded text), None for special tokens.
+        Byte-level BPE vocabularies are spelt in GPT-2's byte alphabet; SentencePiece ones write a space as
+        "▁" and a byte as <0xNN>. Computed once per tokenizer."""
+        cached = getattr(self, "_token_bytes", None)
+        if cached is not None:
+            return cached
+        added = self.backend.get_added_tokens_decoder()
+        byte_level = type(self.backend.decoder).__name__ == "ByteLevel"
+        unspell = {c: b for b, c in byte_alphabet().items()}
+        out: list[bytes | None] = []
+        for i in range(self.vocab_size):
+            piece = self.backend.id_to_token(i)
+            if piece is None or (i in added and added[i].special):
+                out.append(None)
+            elif i in added:
+                out.append(piece.encode("utf-8"))
+            elif byte_level:
+                out.append(bytes(unspell[c] for c in piece) if all(c in unspell for c in piece)
+                           else piece.encode("utf-8"))
+            elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+                out.append(bytes([int(piece[3:5], 16)]))
+            else:
+                out.append(piece.replace("\u2581", " ").encode("utf-8"))
+        object.__setattr__(self, "_token_bytes", out)
+        return out
+
     def render_chat(self, messages: list[dict], add_generation_prompt: bool = True, **extra) -> str:
         """The chat template applied to `messages` (see chat_template.render_chat)."""
         if not self.chat_template:
