@@ -28,7 +28,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from _machine import machine  # noqa: E402  (bench/_machine.py)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET = 1.3
@@ -135,7 +135,7 @@ def main() -> int:
         "image": [a.height, a.width], "threads": a.threads, "repeats": a.repeats, "results": rows,
         "agreement": agreement, "target": {"puhui_float32_vs_transformers": TARGET, "ratio": ratio, "pass": passed},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-        "machine": {"cpu_count": os.cpu_count(), "loadavg": os.getloadavg(), "platform": platform.platform()},
+        "machine": machine(),
         "command": "python bench/detect.py " + " ".join(sys.argv[1:]),
     }
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -36,6 +35,7 @@ os.environ.setdefault("PUHUI_HOME", "/tmp/bench-home")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _machine import machine  # noqa: E402  (bench/_machine.py)
 
 MODEL = "smollm2-135m-instruct"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -435,8 +435,7 @@ def main(argv=None) -> int:
         "repeats": args.repeats, "batch": args.batch, "context": args.context, "quick": args.quick,
         "bandwidth_bytes_s": bw, "bandwidth_samples": bandwidth,
         "loadavg_before": load_before, "loadavg_after": load_after,
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__,
+        "machine": {**machine(),
                     "transformers": next((e.version for e in refs if e.name == "transformers"), None),
                     "llama_cpp_python": next((e.version for e in refs if e.name == "llama.cpp"), None),
                     "llama_cpp_system_info": next((e.system_info for e in refs if e.name == "llama.cpp"), None)},
@@ -474,14 +473,6 @@ def _target(name: str, value: float, need: float) -> dict:
     return {"name": name, "value": value, "need": need, "pass": value >= need}
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def render(r: dict) -> str:

@@ -39,6 +39,7 @@ os.environ.setdefault("PUHUI_HOME", str(Path.home() / ".cache" / "puhui"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _machine import machine  # noqa: E402  (bench/_machine.py)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EXTRA_HINT = "pip install 'puhui[bench]'  (or: pip install deepctr-torch)"
@@ -182,7 +183,7 @@ def main() -> int:
         "config": {k: v for k, v in vars(a).items() if k not in ("out", "quick", "skip_missing")},
         "train_rows": len(tr), "test_rows": len(te), "runs": runs, "summary": summary, "checks": checks,
         "versions": {"torch": torch.__version__, "deepctr_torch": deepctr_version, "python": platform.python_version()},
-        "machine": {"cpu_count": os.cpu_count(), "loadavg": os.getloadavg(), "platform": platform.platform()},
+        "machine": machine(),
     }
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2))

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -33,6 +32,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from _machine import machine  # noqa: E402  (bench/_machine.py)
 
 os.environ.setdefault("PUHUI_HOME", str(Path.home() / ".cache" / "puhui"))
 
@@ -254,8 +254,7 @@ def main(argv=None) -> int:
     out = {"benchmark": "serve_load", "model": MODEL, "gguf": gguf.name, "tokens_per_request": args.tokens,
            "threads": args.threads, "slots": slots, "levels": levels, "servers": rows, "targets": targets,
            "skipped": skipped, "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-           "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                       "python": platform.python_version()}}
+           "machine": machine()}
     args.out.write_text(json.dumps(out, indent=1))
     print(f"\n{'clients':>8s} " + " ".join(f"{name:>22s}" for name in rows))
     for n in levels:
