@@ -21,7 +21,6 @@ from collections.abc import Sequence
 START, VALUE, ARRAY_FIRST, KEY_FIRST, KEY, COLON, AFTER, STRING, ESCAPE, UNICODE, LITERAL, DONE = range(12)
 NUM_MINUS, NUM_ZERO, NUM_INT, NUM_DOT, NUM_FRAC, NUM_E, NUM_E_SIGN, NUM_EXP = range(12, 20)
 NUMBER_ENDS = {NUM_ZERO, NUM_INT, NUM_FRAC, NUM_EXP}     # a number may stop here
-STRUCTURAL = {START, VALUE, ARRAY_FIRST, KEY_FIRST, KEY, COLON, AFTER, DONE}
 MAX_NEWLINES, MAX_BLANKS = 1, 64                            # per whitespace run
 WS = {0x20: 0, 0x09: 0, 0x0A: 1}                            # byte -> newlines it counts
 ESCAPES = set(b'"\\/bfnrtu')
