@@ -273,6 +273,18 @@ def test_request_timeout_is_504(models):
         assert ok.status_code == 200
 
 
+def test_task_calls_share_the_request_timeout(models):
+    """Embeddings, speech, detection and recommendation calls run through TaskWorker.run, which applies the
+    server's timeout too: a 504 when it is over."""
+    from puhui.serve import create_app
+
+    _, embedder = models
+    with LiveServer(create_app([embedder], request_timeout=0.01)) as url, httpx.Client(base_url=url, timeout=60) as c:
+        texts = ["a long sentence about rivers, mountains and the sea, " * 20] * 64
+        err = error_of(c.post("/v1/embeddings", json={"model": MINILM, "input": texts}), 504)
+        assert err["type"] == "timeout_error" and "0.01 s" in err["message"]
+
+
 def test_failing_engine_is_500_and_the_server_goes_on(models):
     from puhui.serve import create_app
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# modes (a small int each, so that a state is a cheap tuple)
+# modes: a small int each (cheap to copy and compare)
 START, VALUE, ARRAY_FIRST, KEY_FIRST, KEY, COLON, AFTER, STRING, ESCAPE, UNICODE, LITERAL, DONE = range(12)
 NUM_MINUS, NUM_ZERO, NUM_INT, NUM_DOT, NUM_FRAC, NUM_E, NUM_E_SIGN, NUM_EXP = range(12, 20)
 NUMBER_ENDS = {NUM_ZERO, NUM_INT, NUM_FRAC, NUM_EXP}     # a number may stop here

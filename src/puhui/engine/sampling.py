@@ -254,22 +254,23 @@ def first_allowed(constraint, scores: torch.Tensor | None, logits: torch.Tensor)
     the first few tokens is allowed) checks a handful of tokens. When no token at all is allowed (a vocabulary
     without single-byte tokens), the most likely one, which the sequence takes as its end."""
     for ranking, floor in ((scores, 0.0), (logits, float("-inf"))):
-        if ranking is None:
-            continue
-        V, k, seen = ranking.shape[-1], 8, 0
-        while seen < V:
-            k = min(k, V)
-            values, ids = ranking.topk(k)
-            for v, t in zip(values[seen:].tolist(), ids[seen:].tolist()):
-                if v <= floor:
-                    break
-                if constraint.allows(t):
-                    return t
-            else:
-                seen, k = k, k * 8
-                continue
-            break
+        if ranking is not None:
+            token = next((t for t in _ranked(ranking, floor) if constraint.allows(t)), None)
+            if token is not None:
+                return token
     return int(logits.argmax())
+
+
+def _ranked(ranking: torch.Tensor, floor: float):
+    """Token ids best first while their ranking is above floor, fetched in growing top-k blocks."""
+    V, seen, k = ranking.shape[-1], 0, 8
+    while seen < V:
+        values, ids = ranking.topk(min(k, V))
+        for v, t in zip(values[seen:].tolist(), ids[seen:].tolist()):
+            if v <= floor:
+                return
+            yield t
+        seen, k = min(k, V), k * 8
 
 
 def token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor, top: int):

@@ -127,13 +127,12 @@ class Sequence:
         elif self.decoder is not None:
             self._show(self.decoder.push(token))
         if self.constraint is not None and not self.finished:
-            if self.constraint.allows(token):
+            if not self.constraint.allows(token):   # no token of the vocabulary kept the output valid (the
+                self._finish("stop", None)           # sampler's last resort)
+            else:
                 self.constraint.advance(token)
-            else:   # no token of the vocabulary kept the output valid (the sampler's last resort)
-                self.constraint = None
-                self._finish("stop", None)
-            if self.constraint is not None and self.constraint.done:
-                self._finish("stop", None)      # the JSON object is complete
+                if self.constraint.done:             # the JSON object is complete
+                    self._finish("stop", None)
         if not self.finished and len(self.output_ids) >= self.params.max_tokens:
             self._finish("length", None)
 

@@ -187,9 +187,10 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
         if model.task == "text-generation":
             workers[model.name] = GenerationWorker(model, max_queue=max_queue, metrics=metrics)
         elif model.task == "embeddings":
-            workers[model.name] = EmbeddingWorker(model, max_queue=max_queue, metrics=metrics)
+            workers[model.name] = EmbeddingWorker(model, max_queue=max_queue, metrics=metrics,
+                                                  timeout=request_timeout)
         elif model.task in SERVED_TASKS:
-            workers[model.name] = TaskWorker(model, max_queue=max_queue, metrics=metrics)
+            workers[model.name] = TaskWorker(model, max_queue=max_queue, metrics=metrics, timeout=request_timeout)
         else:
             raise ValueError(f"cannot serve a {model.task!r} model")
     if aliases is None:

@@ -8,7 +8,6 @@ ask for nothing.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Annotated, Literal, Optional, Union
 
@@ -110,7 +109,7 @@ async def transcriptions(form: Annotated[TranscriptionForm, Form()], request: Re
     except PuhuiError as e:
         raise from_puhui(e, param="language") from None
     data = await _upload(form.file)
-    result = await _run(request, worker, lambda asr: asr.transcribe(
+    result = await worker.run(lambda asr: asr.transcribe(
         _samples(data, form.file.filename), language=form.language, timestamps=timestamps, prompt=form.prompt,
         temperature=form.temperature))
     return _answer(result, fmt, granularities)
@@ -127,7 +126,7 @@ async def translations(form: Annotated[TranslationForm, Form()], request: Reques
     fmt = form.response_format
     timestamps = "segment" if fmt in ("verbose_json", "srt", "vtt") else None
     data = await _upload(form.file)
-    result = await _run(request, worker, lambda asr: asr.translate(
+    result = await worker.run(lambda asr: asr.translate(
         _samples(data, form.file.filename), timestamps=timestamps, prompt=form.prompt, temperature=form.temperature))
     return _answer(result, fmt, ("segment",))
 
@@ -158,15 +157,6 @@ def _answer(result, fmt: str, granularities) -> Response:
     if fmt in ("json", "verbose_json"):
         return Response(body, media_type="application/json")
     return Response(body, media_type="text/plain; charset=utf-8")
-
-
-async def _run(request: Request, worker, fn):
-    timeout = _served(request).request_timeout
-    try:
-        return await asyncio.wait_for(worker.run(fn), timeout)
-    except asyncio.TimeoutError:
-        raise APIError(504, f"the request did not finish within the server's timeout of {timeout:g} s",
-                       "timeout_error", code="timeout") from None
 
 
 # ---------------------------------------------------------------------------------------------- text to speech
@@ -205,7 +195,7 @@ async def speech(body: SpeechRequest, request: Request):
         except PuhuiError as e:
             raise from_puhui(e, param="input") from None
 
-    first = await _run(request, worker, start)    # a text with nothing to say fails here, as a 400
+    first = await worker.run(start)    # a text with nothing to say fails here, as a 400
 
     async def audio():
         yield first

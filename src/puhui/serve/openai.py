@@ -447,10 +447,7 @@ _SAMPLING_FIELDS = ("temperature", "top_p", "n", "stop", "presence_penalty", "fr
 def _json_mode(fmt) -> bool:
     """response_format: text (None too) -> False; json_object -> True (constrained decoding, engine/json_mode.py);
     json_schema is refused."""
-    if fmt is None or fmt.type == "text":
-        if fmt is not None and fmt.json_schema is not None:
-            raise APIError(400, "response_format.json_schema is only for type 'json_schema'",
-                           param="response_format", code="invalid_value")
+    if fmt is None:
         return False
     if fmt.type == "json_schema":
         raise unsupported("response_format", "type 'json_schema' (decoding constrained by a schema) is not "
@@ -459,7 +456,7 @@ def _json_mode(fmt) -> bool:
     if fmt.json_schema is not None:
         raise APIError(400, "response_format.json_schema is only for type 'json_schema'",
                        param="response_format", code="invalid_value")
-    return True
+    return fmt.type == "json_object"
 
 
 def _sampling(body) -> dict:

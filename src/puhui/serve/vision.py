@@ -16,7 +16,6 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import PuhuiError
-from .audio import _run
 from .auth import bearer
 from .errors import APIError, from_puhui
 from .openai import _ERRORS, _served
@@ -91,7 +90,7 @@ async def detections(request: Request):
             raise err from None
         return image.size, detector.detect(image, body.threshold)
 
-    (width, height), objects = await _run(request, worker, detect)
+    (width, height), objects = await worker.run(detect)
     return {"object": "detection", "model": worker.name, "created": int(time.time()), "width": width,
             "height": height, "threshold": body.threshold, "objects": objects}
 

@@ -250,9 +250,10 @@ class TaskWorker:
 
     kind = "model"   # what the calls are, in the 429 message
 
-    def __init__(self, model, *, max_queue: int = 64, metrics=None):
+    def __init__(self, model, *, max_queue: int = 64, metrics=None, timeout: float | None = None):
         self.model = model
         self.name = model.name
+        self.timeout = timeout    # seconds a call may take, waiting included (then a 504); None: no limit
         self.max_queue = max_queue
         self.metrics = metrics
         self.pending = 0
@@ -265,7 +266,7 @@ class TaskWorker:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def run(self, fn, *args):
-        """fn(model, *args) on the worker thread."""
+        """fn(model, *args) on the worker thread, within the worker's timeout."""
         if self.pending >= self.max_queue + 1:
             if self.metrics is not None:
                 self.metrics.rejected.labels(self.name).inc()
@@ -276,7 +277,10 @@ class TaskWorker:
             self.metrics.queue_depth.labels(self.name).set(self.pending)
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, fn, self.model, *args)
+            return await asyncio.wait_for(loop.run_in_executor(self._pool, fn, self.model, *args), self.timeout)
+        except asyncio.TimeoutError:
+            raise APIError(504, f"the request did not finish within the server's timeout of {self.timeout:g} s",
+                           "timeout_error", code="timeout") from None
         finally:
             self.pending -= 1
             if self.metrics is not None:

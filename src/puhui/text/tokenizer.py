@@ -257,7 +257,7 @@ class Tokenizer:
                 out.append(bytes([int(piece[3:5], 16)]))
             else:
                 out.append(piece.replace("\u2581", " ").encode("utf-8"))
-        object.__setattr__(self, "_token_bytes", out)
+        self._token_bytes = out
         return out
 
     def render_chat(self, messages: list[dict], add_generation_prompt: bool = True, **extra) -> str:
