@@ -117,19 +117,16 @@ class Puhui:
         return list(self.gen.tokenizer.encode(self.gen.render(text), add_special_tokens=False))
 
     def run(self, prompts: list[list[int]], n_new: int) -> Run:
-        from puhui.engine.sampling import SamplingParams
-
         eng = self.gen.engine
-        params = SamplingParams(max_tokens=n_new, temperature=0, ignore_eos=True)
         t0 = time.perf_counter()
-        rids = [eng.add_request(ids, params) for ids in prompts]
+        reqs = [self.gen.prepare(ids, chat=False, max_tokens=n_new, temperature=0, ignore_eos=True) for ids in prompts]
+        rids = self.gen.enqueue(reqs)
         stamps, done = [], {}
-        while eng.has_unfinished():
-            outs = eng.step()
-            stamps.append(time.perf_counter())
-            for o in outs:
-                if o.finished:
-                    done[o.request_id] = o.outputs[0].token_ids
+        for o in eng.outputs(rids):     # the library's one step loop: every step yields each request's output
+            if o.request_id == rids[0]:
+                stamps.append(time.perf_counter())
+            if o.finished:
+                done[o.request_id] = o.outputs[0].token_ids
         n = sum(len(v) for v in done.values())
         # the first step prefills every prompt of the batch (they fit one prefill) and samples their first tokens
         return Run(max(map(len, prompts)), len(prompts), n, stamps[0] - t0, stamps[-1] - stamps[0],
@@ -272,16 +269,14 @@ def profile(gen: Puhui, ids: list[int], n: int, top: int = 25) -> str:
     """torch.profiler over an n-token decode (after a prefill): the top ops by self CPU time."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
-    from puhui.engine.sampling import SamplingParams
-
-    eng = gen.gen.engine
     gen.run([ids], 8)   # warm-up
-    eng.add_request(ids, SamplingParams(max_tokens=n + 1, temperature=0, ignore_eos=True))
-    eng.step()          # prefill, outside the profile
+    rids = gen.gen.enqueue([gen.gen.prepare(ids, chat=False, max_tokens=n + 1, temperature=0, ignore_eos=True)])
+    outs = gen.gen.engine.outputs(rids)
+    next(outs)          # prefill, outside the profile
     t = time.perf_counter()
     with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        while eng.has_unfinished():
-            eng.step()
+        for _ in outs:
+            pass
     wall = time.perf_counter() - t
     head = (f"puhui {gen.dtype}: {n} decode steps in {wall:.3f} s ({n / wall:.1f} tok/s under the profiler)\n")
     by_op = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)

@@ -48,7 +48,7 @@ EXTRA_HINT = "pip install 'puhui[bench]'  (or: pip install deepctr-torch)"
 def prepare(seed: int):
     from puhui.data import movielens
     from puhui.data.features import FeatureEncoder, build_interactions
-    from puhui.tasks.recommendation import random_split
+    from puhui.data.interactions import random_split
 
     df = movielens.load()
     tr, va, te = random_split(len(df), seed)
@@ -58,16 +58,18 @@ def prepare(seed: int):
 
 
 def run_puhui(enc, data, tr, te, a) -> dict:
+    from puhui.data.interactions import RowsDataset, whole_batch
     from puhui.models.deepfm import DeepFM, DeepFMConfig
-    from puhui.tasks.recommendation import RowsDataset, _batch, _loss, auc, logloss
     from puhui.train import TrainConfig, fit
+    from puhui.train.metrics import auc, logloss
+    from puhui.train.recommender import deepfm_loss
 
     torch.manual_seed(a.seed)
     model = DeepFM(DeepFMConfig(n_tokens=enc.n_tokens, token_fields=tuple(enc.token_fields()), n_dense=enc.n_dense,
                                 embed_dim=a.embed_dim, hidden=(256, 128), dropout=a.dropout, kind="deepfm"))
     cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer="adam", seed=a.seed)
     t0 = time.perf_counter()
-    fit(model, _loss, RowsDataset(data, tr), cfg, collate_fn=_batch)
+    fit(model, deepfm_loss, RowsDataset(data, tr), cfg, collate_fn=whole_batch)
     wall = time.perf_counter() - t0
     p = model.predict(*data.rows(te)).numpy().astype(np.float64)
     y = data.label[te].numpy()
@@ -91,7 +93,7 @@ def run_deepctr(enc, data, tr, te, a) -> dict:
     from deepctr_torch.inputs import SparseFeat, VarLenSparseFeat
     from deepctr_torch.models import DeepFM as DeepCTRDeepFM
 
-    from puhui.tasks.recommendation import auc, logloss
+    from puhui.train.metrics import auc, logloss
 
     cols = []
     for f in enc.group_fields(dense=False):

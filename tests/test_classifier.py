@@ -9,6 +9,7 @@ import puhui
 from puhui import store
 from puhui.data.tabular import TabularEncoder
 from puhui.errors import BadInput
+from puhui.progress import messages_to
 from puhui.tasks.classification import train_classifier
 
 from conftest import run_cli
@@ -16,7 +17,7 @@ from conftest import run_cli
 
 def test_default_breast_cancer_torch_beats_or_matches_sklearn(home):
     logs = []
-    res = train_classifier(epochs=20, log=logs.append)
+    res = train_classifier(epochs=20, progress=messages_to(logs.append))
     assert res["model"] == "breast-cancer-classifier"
     assert res["test_accuracy"] >= 0.93
     assert res["test_accuracy"] >= res["baseline_test_accuracy"]

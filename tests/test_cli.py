@@ -1,6 +1,7 @@
 """The CLI doors: info, models (list / info / import / rm / pull), errors as one line and an exit code."""
 import json
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -79,3 +80,48 @@ def test_api_keys_from_env_comma_or_json(home, monkeypatch):
     settings._cached.cache_clear()
     assert get_settings().api_keys == ["k3"]
     settings._cached.cache_clear()
+
+
+def test_api_keys_parse_once_in_settings(home, monkeypatch):
+    from puhui import settings
+    from puhui.settings import parse_api_keys
+
+    assert parse_api_keys("k1, k2,,") == ["k1", "k2"]
+    assert parse_api_keys(' ["k3", "k,4", ""] ') == ["k3", "k,4"]
+    assert parse_api_keys("[not json, k5") == ["[not json", "k5"]     # not a JSON list: split at commas
+    assert parse_api_keys("") == [] and parse_api_keys(None) == []
+    assert parse_api_keys(["a", " "]) == ["a"]
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text('api_keys = ["t1"]\n')
+    monkeypatch.delenv("PUHUI_API_KEYS", raising=False)
+    settings._cached.cache_clear()
+    assert get_settings().api_keys == ["t1"]
+    monkeypatch.setenv("PUHUI_API_KEYS", "e1")          # the environment wins over the file
+    settings._cached.cache_clear()
+    assert get_settings().api_keys == ["e1"]
+    settings._cached.cache_clear()
+
+
+@pytest.mark.parametrize("env, expected", [("k1, k2", ["cli", "k1", "k2"]), ('["k3"]', ["cli", "k3"]),
+                                           ("", ["cli"])])
+def test_serve_takes_the_settings_keys(home, monkeypatch, env, expected):
+    """`puhui serve` adds PUHUI_API_KEYS (read by settings.py, the one parser) to its --api-key options."""
+    from typer.testing import CliRunner
+
+    import puhui.serve
+    from puhui import cli, settings
+
+    seen = {}
+    monkeypatch.setattr(puhui.serve, "serve", lambda models, **kw: seen.update(models=models, **kw))
+    monkeypatch.setenv("PUHUI_API_KEYS", env)
+    settings._cached.cache_clear()
+    r = CliRunner().invoke(cli.app, ["serve", "--host", "0.0.0.0", "--model", "m", "--api-key", "cli"])
+    settings._cached.cache_clear()
+    assert r.exit_code == 0, r.output
+    assert seen["models"] == ["m"] and seen["api_keys"] == expected
+
+
+def test_serve_beyond_loopback_without_keys_is_refused(home, monkeypatch):
+    monkeypatch.delenv("PUHUI_API_KEYS", raising=False)
+    r = run_cli("serve", "--host", "0.0.0.0", "--model", "m", home=home)
+    assert r.returncode == 2 and "PUHUI_API_KEYS" in r.stderr

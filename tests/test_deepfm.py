@@ -1,5 +1,5 @@
-"""Recommendation: DeepFM / FM / Wide&Deep, the feature encoder, the splits and metrics, MovieLens-100k, the task
-object and the CLI doors."""
+"""Recommendation: DeepFM / FM / Wide&Deep, the feature encoder, the splits and metrics, MovieLens-100k, training,
+the task object and the CLI and HTTP doors."""
 import json
 import os
 import shutil
@@ -13,9 +13,13 @@ import torch
 import puhui
 from puhui import store
 from puhui.data.features import FeatureEncoder, FeatureSpec, build_interactions, token, tokens
+from puhui.data.interactions import leave_one_out, random_split
 from puhui.errors import BadInput, Offline, Unsupported
 from puhui.models.deepfm import DeepFM, DeepFMConfig
-from puhui.tasks import recommendation as rec
+from puhui.progress import messages_to
+from puhui.tasks.recommendation import Recommender
+from puhui.train.metrics import auc, rank_metrics
+from puhui.train.recommender import train_ctr, train_ranking, train_recommender
 
 from conftest import run_cli
 
@@ -182,30 +186,30 @@ def test_labels_threshold_and_errors():
 # ------------------------------------------------------------------------------------------------ splits, metrics
 
 def test_random_split_is_seeded_and_disjoint():
-    a = rec.random_split(1000, 0)
-    b = rec.random_split(1000, 0)
+    a = random_split(1000, 0)
+    b = random_split(1000, 0)
     assert [len(x) for x in a] == [800, 100, 100]
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert len(set(torch.cat(a).tolist())) == 1000
-    assert not torch.equal(rec.random_split(1000, 1)[2], a[2])
+    assert not torch.equal(random_split(1000, 1)[2], a[2])
 
 
 def test_leave_one_out_holds_out_the_latest_two_per_user():
     user = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2])
     time = np.array([5, 1, 9, 3, 1, 2, 7, 8, 6])
-    tr, va, te = rec.leave_one_out(user, time, 0)
+    tr, va, te = leave_one_out(user, time, 0)
     assert te.tolist() == [2, 7] and va.tolist() == [0, 6]      # user 1 has 2 rows: all training
     assert tr.tolist() == [1, 3, 4, 5, 8]
 
 
 def test_rank_metrics_and_ties_count_against():
     s = torch.tensor([[0.9, 0.1, 0.2], [0.1, 0.5, 0.9], [0.5, 0.5, 0.1]])
-    m = rec.rank_metrics(s, k=1)
+    m = rank_metrics(s, k=1)
     assert m["hr@1"] == pytest.approx(1 / 3) and m["ndcg@1"] == pytest.approx(1 / 3)
-    m = rec.rank_metrics(s, k=2)
+    m = rank_metrics(s, k=2)
     assert m["hr@2"] == pytest.approx(2 / 3)
     assert m["ndcg@2"] == pytest.approx((1 + 1 / np.log2(3)) / 3)
-    assert rec.auc(np.array([0, 1, 1]), np.array([0.1, 0.8, 0.3])) == 1.0
+    assert auc(np.array([0, 1, 1]), np.array([0.1, 0.8, 0.3])) == 1.0
 
 
 # ------------------------------------------------------------------------------------------------ end to end (synthetic)
@@ -240,8 +244,8 @@ def trained(tmp_path_factory):
         df = _synthetic(csv)
         spec.write_text(json.dumps(SPEC))
         logs = []
-        res = rec.train_recommender(str(csv), str(spec), epochs=5, lr=0.03, batch_size=128, hidden=(32,),
-                                    name="clicks", log=logs.append)
+        res = train_recommender(str(csv), str(spec), epochs=5, lr=0.03, batch_size=128, hidden=(32,),
+                                name="clicks", progress=messages_to(logs.append))
         yield res, df, csv, logs, base / "home"
     finally:
         mp.undo()
@@ -261,7 +265,7 @@ def test_train_synthetic_then_recommend_score_and_predict(trained, tmp_path, mon
             "metrics.json"} <= {f.name for f in m.files}
 
     model = puhui.load("clicks")
-    assert isinstance(model, rec.Recommender)
+    assert isinstance(model, Recommender)
     r = model.recommend("u3", k=5, exclude_seen=True)
     assert not r["cold_start"] and len(r["items"]) == 5 and r["items"][0]["name"].startswith("Item ")
     seen = set(df.loc[df.user == "u3", "item"].astype(str))
@@ -270,28 +274,28 @@ def test_train_synthetic_then_recommend_score_and_predict(trained, tmp_path, mon
     assert scores == sorted(scores, reverse=True)
     all_items = model.recommend("u3", k=1000)
     assert len(all_items["items"]) == df["item"].nunique()
-    cold = rec.recommend("clicks", "stranger", k=3)
+    cold = model.recommend("stranger", k=3)
     assert cold["cold_start"] and "unknown user" in cold["note"] and len(cold["items"]) == 3
     top = df["item"].astype(str).value_counts()
     assert cold["items"][0]["item"] == top.index[0]
 
     # CTR scores: the rule is learnt; user and item features come from the catalog; unseen values are OOV
     genre, taste = df.attrs["genre"], df.attrs["taste"]
-    s = np.array(rec.ctr_scores("clicks", [{"user": "u3", "item": i, "hour": 3} for i in range(len(genre))]))
+    s = np.array(model.ctr_scores([{"user": "u3", "item": i, "hour": 3} for i in range(len(genre))]))
     assert s[genre == taste[3]].mean() > s[genre != taste[3]].mean() + 0.3
-    odd = rec.ctr_scores("clicks", [{"user": "nobody", "item": 12345, "hour": 3, "city": "mars", "tags": "zzz",
-                                     "price": 2}, {"user": "u3", "item": 7, "hour": 3, "tags": ["g0", "t1"]}])
+    odd = model.ctr_scores([{"user": "nobody", "item": 12345, "hour": 3, "city": "mars", "tags": "zzz", "price": 2},
+                            {"user": "u3", "item": 7, "hour": 3, "tags": ["g0", "t1"]}])
     assert 0 < odd[0] < 1 and 0 < odd[1] < 1
     for bad in ([], [1, 2], "rows", [{"user": "u3", "item": 1}], [{"user": "u3", "item": 1, "hour": "late"}]):
         with pytest.raises(BadInput):
-            rec.ctr_scores("clicks", bad)
+            model.ctr_scores(bad)
     with pytest.raises(BadInput):
-        rec.recommend("clicks", "u3", k=0)
+        model.recommend("u3", k=0)
 
     text = model.predict_csv(str(csv), out=str(tmp_path / "scores.csv"))
     out = pd.read_csv(tmp_path / "scores.csv")
     assert text.splitlines()[0].endswith(",score") and len(out) == len(df)
-    assert rec.auc(out["clicked"].to_numpy(), out["score"].to_numpy()) > 0.85
+    assert auc(out["clicked"].to_numpy(), out["score"].to_numpy()) > 0.85
 
 
 def test_cli_recommend_predict_and_errors(trained):
@@ -306,6 +310,22 @@ def test_cli_recommend_predict_and_errors(trained):
     assert r.returncode == 0 and r.stdout.splitlines()[0].endswith(",score")
     r = run_cli("recommend", "no-such-model", "--user", "1", home=home)
     assert r.returncode == 2 and "no-such-model" in r.stderr
+
+
+def test_doors_refuse_a_model_of_another_task(home, tmp_path):
+    from safetensors.torch import save
+
+    for name, task in (("a-classifier", "classification"), ("a-writer", "text-generation")):
+        store.save_model(name, task, "mlp", "safetensors", {"model.safetensors": save({"w": torch.zeros(1)})},
+                         main="model.safetensors")
+    with pytest.raises(BadInput, match="classification"):
+        puhui.load("a-classifier", task="recommendation")
+    r = run_cli("recommend", "a-classifier", "--user", "1", home=home)
+    assert r.returncode == 2 and "a-classifier" in r.stderr and "classification model" in r.stderr
+    csv = tmp_path / "rows.csv"
+    csv.write_text("a,b\n1,2\n")
+    r = run_cli("predict", "a-writer", "--data", str(csv), home=home)
+    assert r.returncode == 2 and "text-generation model" in r.stderr
 
 
 def test_cli_train_deepfm_on_a_csv_with_a_spec(home, tmp_path):
@@ -325,25 +345,26 @@ def test_cli_train_deepfm_on_a_csv_with_a_spec(home, tmp_path):
 
 def test_bad_inputs(home, tmp_path):
     with pytest.raises(BadInput, match="spec"):
-        rec.train_recommender(str(tmp_path / "x.csv"))
+        train_recommender(str(tmp_path / "x.csv"))
     csv = tmp_path / "c.csv"
     _synthetic(csv, n=60)
     with pytest.raises(BadInput, match="missing column"):
-        rec.train_recommender(str(csv), {"sparse": ["user", "nope"], "label": "clicked"})
+        train_recommender(str(csv), {"sparse": ["user", "nope"], "label": "clicked"})
     with pytest.raises(BadInput, match="--model"):
-        rec.train_recommender(str(csv), SPEC, model="xgboost")
+        train_recommender(str(csv), SPEC, model="xgboost")
 
 
 def test_widedeep_without_user_item_columns_trains_ctr_only(home, tmp_path):
     csv = tmp_path / "c.csv"
     _synthetic(csv, n=800)
     spec = {"sparse": ["city"], "multi_hot": {"tags": "|"}, "dense": ["hour"], "label": "clicked"}
-    res = rec.train_recommender(str(csv), spec, model="widedeep", epochs=2, batch_size=128, hidden=(16,),
-                                name="ctr-only")
+    res = train_recommender(str(csv), spec, model="widedeep", epochs=2, batch_size=128, hidden=(16,),
+                            name="ctr-only")
     assert res["hr@10"] is None and res["test_auc"] > 0.5
+    model = puhui.load("ctr-only")
     with pytest.raises(Unsupported, match="user and item"):
-        rec.recommend("ctr-only", "u1")
-    assert len(rec.ctr_scores("ctr-only", [{"city": "paris", "tags": "g1", "hour": 5}])) == 1
+        model.recommend("u1")
+    assert len(model.ctr_scores([{"city": "paris", "tags": "g1", "hour": 5}])) == 1
 
 
 # ------------------------------------------------------------------------------------------------ MovieLens-100k
@@ -403,9 +424,9 @@ def test_movielens_smoke_on_a_subset(ml_home):
 
     df = movielens.load()
     df = df[df.user_id.astype(int) <= 100].reset_index(drop=True)
-    ctr = rec.train_ctr(df, movielens.SPEC, epochs=2, batch_size=256, lr=3e-3, hidden=(32,))
+    ctr = train_ctr(df, movielens.SPEC, epochs=2, batch_size=256, lr=3e-3, hidden=(32,))
     assert ctr["metrics"]["test_auc"] > 0.65, ctr["metrics"]
-    rk = rec.train_ranking(df, movielens.SPEC, epochs=1, batch_size=256, lr=3e-3, hidden=(32,), n_neg=2)
+    rk = train_ranking(df, movielens.SPEC, epochs=1, batch_size=256, lr=3e-3, hidden=(32,), n_neg=2)
     assert rk["metrics"]["hr@10"] > 0.2, rk["metrics"]          # random ranking scores 0.1
 
 
@@ -429,7 +450,7 @@ def test_ml100k_deepfm_reaches_auc_and_beats_fm(ml_home):
     df = movielens.load()
     auc = {}
     for kind in ("deepfm", "fm"):
-        auc[kind] = rec.train_ctr(df, movielens.SPEC, kind=kind, epochs=6, lr=3e-3)["metrics"]["test_auc"]
+        auc[kind] = train_ctr(df, movielens.SPEC, kind=kind, epochs=6, lr=3e-3)["metrics"]["test_auc"]
     assert auc["deepfm"] >= 0.78, auc
     assert auc["deepfm"] >= auc["fm"], auc
 
@@ -441,6 +462,7 @@ def test_http_recommendations_and_ctr(trained, monkeypatch):
 
     res, df, csv, _, home = trained
     monkeypatch.setenv("PUHUI_HOME", str(home))
+    model = puhui.load("clicks")
     with TestClient(create_app(models=["clicks"])) as client:
         cards = client.get("/v1/models").json()["data"]
         assert [(c["id"], c["task"]) for c in cards] == [("clicks", "recommendation")]
@@ -448,13 +470,13 @@ def test_http_recommendations_and_ctr(trained, monkeypatch):
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["model"] == "clicks" and not body["cold_start"] and len(body["items"]) == 4
-        assert body["items"] == rec.recommend("clicks", "u3", k=4, exclude_seen=True)["items"]
+        assert body["items"] == model.recommend("u3", k=4, exclude_seen=True)["items"]
         r = client.post("/v1/recommendations", json={"model": "clicks", "user": "stranger", "k": 2})
         assert r.json()["cold_start"] and "unknown user" in r.json()["note"]
         rows = [{"user": "u3", "item": 1, "hour": 3}, {"user": "u4", "item": 2, "hour": 5}]
         r = client.post("/v1/ctr", json={"model": "clicks", "rows": rows})
         assert r.status_code == 200, r.text
-        assert r.json()["scores"] == rec.ctr_scores("clicks", rows)
+        assert r.json()["scores"] == model.ctr_scores(rows)
 
         def error(path, body, status, param=None):
             r = client.post(path, json=body)

@@ -366,7 +366,7 @@ def detector_model(home):
 
 
 def test_server_serves_the_default_detector_once_trained(home):
-    from puhui.serve.app import default_models
+    from puhui.tasks.defaults import default_models
 
     assert "detr-synthetic" not in default_models()
     _save_tiny("detr-synthetic")
@@ -476,6 +476,151 @@ def test_http_detections_multipart_json_and_errors(detector_model, tiny, tmp_pat
         assert client.get("/v1/models").json()["data"][0]["task"] == "detection"
 
 
+def test_inference_does_not_import_the_training_code(detector_model, home, tiny):
+    """The Detector and the server's route use puhui.vision.detr_processing, never puhui.vision.detr_train."""
+    import subprocess
+    import sys
+
+    image = tiny / "test" / "images" / "000000.png"
+    code = ("import sys, puhui; from puhui.serve import vision; d = puhui.load('tiny-detr'); "
+            f"d.detect(d.open_image({str(image)!r}, max_pixels=vision.MAX_PIXELS), 0.5); "
+            "print(sorted(m for m in sys.modules if m.startswith('puhui.vision.')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "PUHUI_HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    loaded = eval(r.stdout.strip().splitlines()[-1])
+    assert "puhui.vision.detr_processing" in loaded and "puhui.vision.detr_train" not in loaded, loaded
+
+
+def test_old_run_without_preprocessor_config_uses_its_image_size(detector_model, tiny):
+    """A puhui run saved before runs wrote preprocessor_config.json: its config.json's square image_size."""
+    det = puhui.load("tiny-detr")
+    assert det.processor.size == {"height": 96, "width": 96}
+    pixels, _ = det.processor.preprocess([tiny / "test" / "images" / "000000.png"])
+    assert pixels.shape == (1, 3, 96, 96)
+
+
+# ------------------------------------------------------------------------------------------------ Hugging Face DETR
+
+HF_LABELS = {0: "cat", 1: "dog", 2: "bird"}
+
+
+def _hf_detr(folder: Path, size: dict | None = None):
+    """A tiny random transformers DetrForObjectDetection (transformers' ResNet backbone, labels cat/dog/bird) saved
+    with save_pretrained to folder, with a preprocessor_config.json of `size` when given; (model, processor)."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.DetrConfig(
+        use_timm_backbone=False, use_pretrained_backbone=False,
+        backbone_config=transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16, 24], depths=[1, 1, 1, 1],
+                                                  layer_type="basic", out_features=["stage4"]),
+        d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=6, id2label=HF_LABELS,
+        label2id={v: k for k, v in HF_LABELS.items()}, init_std=0.2)
+    model = transformers.DetrForObjectDetection(config).eval()
+    with torch.no_grad():   # batch-norm statistics away from 0 and 1; queries that disagree on the class
+        for name, buf in model.named_buffers():
+            if name.endswith("running_mean"):
+                buf.normal_(0, 0.1)
+            elif name.endswith("running_var"):
+                buf.uniform_(0.5, 1.5)
+        model.model.query_position_embeddings.weight.normal_(0, 3)
+        model.class_labels_classifier.weight.normal_(0, 1)
+    model.save_pretrained(folder)
+    cls = getattr(transformers, "DetrImageProcessorPil", transformers.DetrImageProcessor)
+    processor = cls() if size is None else cls(size=size)
+    if size is not None:
+        processor.save_pretrained(folder)
+    return model, processor
+
+
+def _photo(path: Path, h: int = 70, w: int = 110) -> Path:
+    """A smooth colour picture (gradients and a few discs), h x w, as PNG."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 127 // (h + w)], -1).astype(np.uint8)
+    for cy, cx, r, c in ((20, 30, 12, (250, 40, 40)), (45, 80, 18, (30, 200, 60)), (60, 20, 8, (20, 20, 240))):
+        a[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = c
+    Image.fromarray(a).save(path)
+    return path
+
+
+@pytest.mark.parametrize("size", [None, {"shortest_edge": 200, "longest_edge": 400}], ids=["defaults", "own-size"])
+def test_cli_detects_with_an_imported_transformers_detr(home, tmp_path, size):
+    """`puhui models import` of a transformers DETR folder (config.json + model.safetensors; with or without a
+    preprocessor_config.json), then `puhui detect --json`: the objects transformers finds with the same
+    checkpoint and processor (DetrImageProcessor, post_process_object_detection), boxes clipped to the image,
+    labels named by config.id2label."""
+    folder = tmp_path / "hf-detr"
+    model, processor = _hf_detr(folder, size)
+    assert (folder / "preprocessor_config.json").is_file() == (size is not None)
+    image = _photo(tmp_path / "photo.png")
+    r = run_cli("models", "import", str(folder), "--name", "hf-detr", home=home)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("detect", "hf-detr", str(image), "--json", "--threshold", "0", home=home)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    got = json.loads(r.stdout)["objects"]
+
+    im = Image.open(image).convert("RGB")
+    inputs = processor(images=im, return_tensors="pt")
+    want_h = {None: 800, 200: 200}[size and size["shortest_edge"]]
+    assert inputs["pixel_values"].shape[-2] == want_h          # the processor really differs between the two
+    with torch.no_grad():
+        out = model(**inputs)
+    want = processor.post_process_object_detection(out, threshold=0, target_sizes=[(im.height, im.width)])[0]
+    order = want["scores"].argsort(descending=True)
+    scale = torch.tensor([im.width, im.height] * 2, dtype=torch.float32)
+    want_boxes = torch.minimum(want["boxes"][order].clamp(min=0), scale)
+
+    assert len(got) == 6                                        # every query scores above 0
+    assert [o["label"] for o in got] == [HF_LABELS[int(i)] for i in want["labels"][order]]
+    assert len({o["label"] for o in got}) >= 2
+    assert np.abs(np.array([o["score"] for o in got]) - want["scores"][order].numpy()).max() <= 1e-4
+    assert ((torch.tensor([o["box"] for o in got]) - want_boxes) / scale).abs().max() <= 1e-4
+
+
+def test_cli_model_problems_are_one_line_errors(home, tmp_path):
+    """A broken detection model in the store is an error line and an exit code, never a traceback."""
+    from safetensors.torch import load_file, save_file
+
+    good = tmp_path / "good"
+    _hf_detr(good)
+    image = _photo(tmp_path / "photo.png")
+
+    def variant(name: str, config=None, tensors=None, preprocessor=None) -> str:
+        folder = tmp_path / name
+        folder.mkdir()
+        c = json.loads((good / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps(config(c) if config else c))
+        t = load_file(good / "model.safetensors")
+        save_file(tensors(t) if tensors else t, folder / "model.safetensors")
+        if preprocessor is not None:
+            (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor))
+        store.import_path(folder, name)
+        r = run_cli("detect", name, str(image), home=home)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: "), r.stderr
+        return r.stderr
+
+    assert "swin" in variant("swin", config=lambda c: {**c, "backbone_config": {"model_type": "swin"}})
+    assert "timm" in variant("timm", config=lambda c: {k: v for k, v in c.items() if k != "backbone_config"}
+                             | {"use_timm_backbone": True})
+    assert "input_proj.bias" in variant("missing", tensors=lambda t: {k: v for k, v in t.items()
+                                                                        if k != "model.input_projection.bias"})
+    assert "preprocessor_config.json" in variant("bad-size", preprocessor={"size": {"width": 64}})
+    assert "preprocessor_config.json" in variant("bad-mean", preprocessor={"image_mean": "grey"})
+    assert "config.json" in variant("bad-layers", config=lambda c: {**c, "encoder_layers": "two"})
+
+
+def test_cli_detect_refuses_a_model_of_another_task(home, tiny):
+    from safetensors.torch import save
+
+    store.save_model("a-classifier", "classification", "mlp", "safetensors",
+                     {"model.safetensors": save({"w": torch.zeros(1)})}, main="model.safetensors")
+    r = run_cli("detect", "a-classifier", str(tiny / "test" / "images" / "000000.png"), home=home)
+    assert r.returncode == 2 and "classification" in r.stderr and "detection" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
 @pytest.mark.slow
 def test_cli_train_detr_synthetic_then_detect(home, tmp_path):
     """End to end on a small budget: 96 training images, 3 epochs, then `detect` with the stored model."""
@@ -487,9 +632,13 @@ def test_cli_train_detr_synthetic_then_detect(home, tmp_path):
     assert res["model"] == "detr-synthetic" and res["eval_split"] == "test" and res["eval_images"] == 20
     assert 0 <= res["map50"] <= 1 and 0 <= res["map"] <= res["map50"] and res["epochs_run"] == 3
     assert res["backbone_pretrain"]["crops"] > 96 and (Path(res["run_dir"]) / "backbone" / "checkpoint.pt").is_file()
+    for line in ("data: synthetic digits", "backbone Epoch 1: Loss = ", "backbone pre-trained on ", "Epoch 3: Loss = "):
+        assert re.search("^" + re.escape(line), r.stderr, re.M), (line, r.stderr[-2000:])   # messages: stderr
     m = store.get("detr-synthetic")
     assert m.task == "detection" and {f.name for f in m.files} >= {"model.safetensors", "config.json",
-                                                                   "loss_curve.png", "metrics.json"}
+                                                                   "preprocessor_config.json", "loss_curve.png",
+                                                                   "metrics.json"}
+    assert puhui.load("detr-synthetic").processor.size == {"height": 128, "width": 128}
     assert (Path(res["run_dir"]) / "checkpoint.pt").is_file()
     image = next((home / "data").glob("synthetic-digits-*/test/images/000000.png"))
     r = run_cli("detect", "detr-synthetic", str(image), "--threshold", "0.01", "--out", str(tmp_path / "o.png"),

@@ -17,7 +17,7 @@ from puhui.errors import BadCheckpoint, Unsupported  # noqa: E402
 from puhui.models.checkpoint import read_config  # noqa: E402
 from puhui.models.detr import ConvNorm, Detr, DetrConfig, load_detr, prepare_for_inference  # noqa: E402
 from puhui.vision.detr_loss import detr_loss  # noqa: E402
-from puhui.vision.detr_processing import post_process, preprocess  # noqa: E402
+from puhui.vision.detr_processing import DetrPreprocessor, post_process  # noqa: E402
 
 BACKBONES = {  # tiny ResNets: bottleneck (resnet-50 style) and basic blocks (resnet-18/34 style)
     "bottleneck": dict(embedding_size=8, hidden_sizes=[16, 16, 32, 32], depths=[2, 1, 1, 1], layer_type="bottleneck",
@@ -209,20 +209,79 @@ def test_post_process_matches_transformers(pair):
     assert sum(len(r["scores"]) for r in got) > 0
 
 
+def _images():
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(30, 45), (20, 100)]]
+
+
+def _processor_cls():
+    return getattr(transformers, "DetrImageProcessorPil", transformers.DetrImageProcessor)
+
+
 @pytest.mark.parametrize("size", [None, {"shortest_edge": 64, "longest_edge": 100}])
 def test_preprocess_matches_transformers(size):
-    rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(30, 45), (20, 100)]]
-    cls = getattr(transformers, "DetrImageProcessorPil", transformers.DetrImageProcessor)
+    images = _images()
+    cls = _processor_cls()
     processor = cls() if size is None else cls(size=size)
     want = processor(images=images, return_tensors="pt")
-    kw = {} if size is None else dict(shortest_edge=64, longest_edge=100)
-    pixels, mask = preprocess(images, **kw)
+    ours = DetrPreprocessor() if size is None else DetrPreprocessor(size=size)
+    pixels, mask = ours.preprocess(images)
     assert pixels.shape == want["pixel_values"].shape
     assert (pixels - want["pixel_values"]).abs().max() <= 1e-6
     assert torch.equal(mask, want["pixel_mask"])
-    again, _ = preprocess([np.asarray(im) for im in images], **kw)  # uint8 arrays work the same
+    again, _ = ours.preprocess([np.asarray(im) for im in images])  # uint8 arrays work the same
     assert torch.equal(again, pixels)
+
+
+PREPROCESSOR_CONFIGS = {   # preprocessor_config.json settings, as transformers writes and reads them
+    "defaults": {},
+    "shortest 40, longest 70": {"size": {"shortest_edge": 40, "longest_edge": 70}},
+    "legacy size and max_size": {"size": 50, "max_size": 90},
+    "height and width": {"size": {"height": 48, "width": 64}},
+    "max height and width": {"size": {"max_height": 60, "max_width": 50}},
+    "own mean, std and rescale": {"image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.3, 0.25],
+                                  "rescale_factor": 0.005},
+    "no normalisation": {"do_normalize": False},
+    "no rescaling": {"do_rescale": False},
+    "no resizing, bicubic": {"do_resize": False, "resample": 3},
+    "fixed pad size": {"pad_size": {"height": 1400, "width": 1400}},
+}
+
+
+@pytest.mark.parametrize("settings", list(PREPROCESSOR_CONFIGS))
+def test_preprocessor_config_read_as_transformers_reads_it(settings, tmp_path):
+    """A preprocessor_config.json saved by transformers' DetrImageProcessor: DetrPreprocessor.from_hf of it makes
+    the pixels and mask that transformers' processor loaded from it makes."""
+    _processor_cls()(**PREPROCESSOR_CONFIGS[settings]).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    want = _processor_cls().from_pretrained(tmp_path)(images=_images(), return_tensors="pt")
+    pixels, mask = DetrPreprocessor.from_hf(saved).preprocess(_images())
+    assert pixels.shape == want["pixel_values"].shape
+    assert (pixels - want["pixel_values"]).abs().max() <= 1e-6 * max(1.0, float(want["pixel_values"].abs().max()))
+    assert torch.equal(mask, want["pixel_mask"])
+
+
+def test_square_preprocessor_written_for_transformers(tmp_path):
+    """A puhui run's square processing (DetrPreprocessor.square), written with to_hf, is what transformers reads
+    from it; and from_hf reads it back unchanged."""
+    ours = DetrPreprocessor.square(40)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(ours.to_hf()))
+    want = _processor_cls().from_pretrained(tmp_path)(images=_images(), return_tensors="pt")
+    pixels, mask = ours.preprocess(_images())
+    assert pixels.shape == (2, 3, 40, 40) and mask.all()
+    assert (pixels - want["pixel_values"]).abs().max() <= 1e-6 and torch.equal(mask, want["pixel_mask"])
+    assert DetrPreprocessor.from_hf(ours.to_hf()) == ours
+
+
+def test_bad_preprocessor_configs():
+    for bad in ({"size": {"shortest_edge": 0}}, {"size": {"width": 10}}, {"size": "big"},
+                {"image_mean": [0.5, 0.5]}, {"resample": 9}, {"pad_size": {"height": 10}}):
+        with pytest.raises(Unsupported, match="^here: "):
+            DetrPreprocessor.from_hf(bad, where="here")
+    with pytest.raises(BadCheckpoint, match="not of its type"):
+        DetrPreprocessor.from_hf({"rescale_factor": "a lot"})
+    with pytest.raises(BadCheckpoint, match="not a JSON object"):
+        DetrPreprocessor.from_hf(["size", 800])
 
 
 def _copy(path, dst, edit):

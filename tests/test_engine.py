@@ -14,7 +14,7 @@ from tokenizers import decoders, models, pre_tokenizers, trainers  # noqa: E402
 
 import puhui  # noqa: E402
 from puhui import store  # noqa: E402
-from puhui.engine.llm_engine import LLMEngine  # noqa: E402
+from puhui.engine.llm_engine import EngineStats, LLMEngine  # noqa: E402
 from puhui.engine.sampling import SamplingParams  # noqa: E402
 from puhui.errors import BadInput, Unsupported  # noqa: E402
 from puhui.models.loader import load_causal_lm  # noqa: E402
@@ -67,8 +67,9 @@ def tiny(tmp_path_factory):
     return path, hf, load_causal_lm(path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def engine(tiny):
+    """A fresh engine over the module's model for each test (the model's cache belongs to the newest engine)."""
     _, _, tm = tiny
     return LLMEngine(tm.model, tm.tokenizer, max_batch=4, eos_ids=tm.eos_ids)
 
@@ -373,16 +374,52 @@ def test_interleaved_calls_and_a_growing_cache(stored):
     kw = dict(temperature=0, ignore_eos=True)
     whole = gen.generate("Hello world", max_tokens=12, **kw).text
     other = gen.generate("Once", max_tokens=5, **kw).text
-    assert gen.engine.max_batch == 1
+    engine = gen.engine
+    assert engine.slots == 1 and engine.positions == 128
     s = gen.stream("Hello world", max_tokens=12, **kw)
     first = next(s)
     # another call steps the same engine meanwhile: the stream loses nothing
     assert gen.generate("Once", max_tokens=5, **kw).text == other
-    # a batch needs more slots: a new engine, while the stream finishes on the old one
+    # a batch needs more slots: the one engine's cache grows in place, and the stream goes on in its slot
     assert [r.text for r in gen.generate(["Once", "Once"], max_tokens=5, **kw)] == [other, other]
-    assert gen.engine.max_batch == 2
+    assert gen.engine is engine and engine.slots == 2
     assert first + "".join(s) == whole
-    assert not gen._outbox
+    assert not engine._outbox and not engine.has_unfinished()
+
+
+def test_the_cache_grows_in_place_keeping_running_sequences(tiny):
+    """Growing slots and positions while sequences decode: they finish as if the cache had been big from the
+    start (their keys and values were copied into the larger cache)."""
+    _, _, tm = tiny
+    params = SamplingParams(max_tokens=40, ignore_eos=True, **GREEDY)
+    ref = LLMEngine(tm.model, tm.tokenizer, max_batch=4, eos_ids=tm.eos_ids).generate(PROMPTS[:3], params)
+    eng = LLMEngine(tm.model, tm.tokenizer, max_batch=4, eos_ids=tm.eos_ids, slots=1, positions=16)
+    assert (eng.slots, eng.positions) == (1, 16)
+    first = eng.add_request(PROMPTS[0], params)   # needs more positions: grows to a whole step (the context here)
+    assert eng.positions == 128
+    got = {}
+    for i in range(200):
+        if i == 4:
+            eng.reserve(3, 1)
+            assert eng.slots == 3 and eng.stats().running == 1
+            rest = [eng.add_request(p, params) for p in PROMPTS[1:3]]
+        for out in eng.step():
+            if out.finished:
+                got[out.request_id] = out.outputs[0].token_ids
+        if len(got) == 3:
+            break
+    assert [got[r] for r in [first, *rest]] == [o.outputs[0].token_ids for o in ref]
+    assert eng.stats() == EngineStats(running=0, waiting=0, slots=3, positions=128, max_batch=4, context_length=128)
+
+
+def test_one_engine_a_model(tiny):
+    """A second engine over the same model takes its cache; the first then refuses to run instead of reading
+    the other's keys."""
+    _, _, tm = tiny
+    first = LLMEngine(tm.model, tm.tokenizer, max_batch=1)
+    LLMEngine(tm.model, tm.tokenizer, max_batch=1)
+    with pytest.raises(RuntimeError, match="another engine"):
+        first.generate(PROMPTS[0], SamplingParams(max_tokens=2))
 
 
 def test_chat_stops_at_end_of_turn(stored):

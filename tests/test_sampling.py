@@ -23,7 +23,7 @@ def log(probs) -> torch.Tensor:
 # ---------------------------------------------------------------- SamplingParams
 
 
-@pytest.mark.parametrize("name, value, says", [
+BAD_VALUES = [
     ("max_tokens", 0, ">= 1"), ("max_tokens", -5, ">= 1"), ("max_tokens", 2.5, "integer"),
     ("temperature", -0.1, ">= 0"), ("temperature", float("nan"), ">= 0"),
     ("top_k", -1, ">= 0"), ("top_p", 0, "(0, 1]"), ("top_p", 1.5, "(0, 1]"),
@@ -34,11 +34,48 @@ def log(probs) -> torch.Tensor:
     ("stop_token_ids", [3, -1], ">= 0"), ("seed", "7", "integer"), ("n", 0, ">= 1"),
     ("logprobs", 21, "[0, 20]"), ("logprobs", -1, "[0, 20]"), ("echo", 1, "true or false"),
     ("temperature", True, ">= 0"),
-])
+]
+# every other checked field, once more by its param (the values themselves are the wording test's)
+MORE_BAD_VALUES = [
+    ("repetition_penalty", float("inf")), ("logit_bias", [1, 2]), ("logit_bias", {1: "x"}), ("stop", [3]),
+    ("stop_token_ids", ["a"]), ("seed", 1.5), ("n", True), ("ignore_eos", "yes"), ("json_mode", 0),
+    ("top_k", 1.5), ("top_p", None), ("min_p", "0.1"), ("presence_penalty", float("nan")),
+    ("frequency_penalty", 2.5), ("max_tokens", None), ("logprobs", 1.0),
+]
+
+
+@pytest.mark.parametrize("name, value, says", BAD_VALUES)
 def test_validation_names_the_parameter(name, value, says):
     with pytest.raises(BadInput) as err:
         SamplingParams(**{name: value})
     assert str(err.value).startswith(name) and says in str(err.value)
+
+
+@pytest.mark.parametrize("name, value", [(n, v) for n, v, _ in BAD_VALUES] + MORE_BAD_VALUES)
+def test_validation_carries_the_parameter(name, value):
+    """The doors map an error by its `param`, never by its wording (DESIGN.md)."""
+    with pytest.raises(BadInput) as err:
+        SamplingParams(**{name: value})
+    assert err.value.param == name
+
+
+def test_every_checked_field_is_covered():
+    checked = {n for n, _, _ in BAD_VALUES} | {n for n, _ in MORE_BAD_VALUES}
+    assert checked == {f for f in SamplingParams.__dataclass_fields__}
+
+
+def test_vocabulary_checks_carry_the_parameter():
+    from puhui.engine.sampling import apply_logit_bias
+
+    with pytest.raises(BadInput) as err:
+        SamplingParams(logit_bias={9: 1.0}).check_vocab(5)
+    assert err.value.param == "logit_bias"
+    with pytest.raises(BadInput) as err:
+        SamplingParams(stop_token_ids=[7]).check_vocab(5)
+    assert err.value.param == "stop_token_ids"
+    with pytest.raises(BadInput) as err:
+        apply_logit_bias(torch.zeros(1, 5), [SamplingParams(logit_bias={9: 1.0})])
+    assert err.value.param == "logit_bias"
 
 
 def test_params_normalise():

@@ -89,6 +89,26 @@ def test_out_of_range_values(http):
     error_of(http.post("/v1/completions", json={**COMPLETION, "prompt": ""}), 400, "prompt")
 
 
+# a bad value of every sampling field, whichever layer refuses it (the schema or SamplingParams)
+BAD_SAMPLING = [("temperature", -1), ("top_p", 1.5), ("top_k", -1), ("top_k", 1.5),
+                ("min_p", 2), ("repetition_penalty", 0), ("presence_penalty", -3), ("frequency_penalty", 3),
+                ("seed", 1.5), ("n", 0), ("stop", [""]), ("stop", ["ok", 3]), ("logit_bias", {"12": 500}),
+                ("logit_bias", {"x": 1}), ("logit_bias", {"99999999": 5}), ("ignore_eos", "yes")]
+
+
+@pytest.mark.parametrize("path, body", [("/v1/completions", COMPLETION), ("/v1/chat/completions", CHAT)])
+def test_every_sampling_field_names_itself(http, path, body):
+    for name, value in BAD_SAMPLING:
+        error_of(http.post(path, json={**body, name: value}), 400, name)
+    error_of(http.post(path, json={**body, "max_tokens": 0}), 400, "max_tokens")
+    if path == "/v1/completions":
+        for name, value in (("logprobs", -1), ("logprobs", 21), ("echo", "yes")):
+            error_of(http.post(path, json={**body, name: value}), 400, name)
+    else:
+        error_of(http.post(path, json={**body, "max_completion_tokens": 0}), 400, "max_completion_tokens")
+        error_of(http.post(path, json={**body, "logprobs": True, "top_logprobs": -1}), 400, "top_logprobs")
+
+
 def test_unknown_model_is_404(http):
     for path, body in (("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION),
                        ("/v1/embeddings", {"model": "x", "input": "a"})):

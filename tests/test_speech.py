@@ -228,7 +228,7 @@ def clips(models, tmp_path_factory):
 
 def test_serve_defaults_include_the_installed_speech_models():
     _need_speech()
-    from puhui.serve.app import DEFAULT_MODELS, default_models
+    from puhui.tasks.defaults import DEFAULT_MODELS, default_models
 
     assert default_models() == [*DEFAULT_MODELS, "whisper-tiny.en", "piper-joe"]
 

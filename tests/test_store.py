@@ -219,14 +219,14 @@ def test_save_model_bytes_and_paths(tmp_path):
 
 def test_failure_mid_import_leaves_nothing(tmp_path, home, monkeypatch):
     src = hf_folder(tmp_path / "m")
-    real_stream = store._stream
+    real_stream = store.install._stream
 
     def boom(srcs, dst, progress, task=None):
         if dst is not None and dst.name == "tokenizer.json":
             raise OSError("disk full (simulated)")
         return real_stream(srcs, dst, progress, task)
 
-    monkeypatch.setattr(store, "_stream", boom)
+    monkeypatch.setattr(store.install, "_stream", boom)
     with pytest.raises(OSError, match="simulated"):
         store.import_path(src, "m")
     assert visible(home) == []
@@ -234,17 +234,17 @@ def test_failure_mid_import_leaves_nothing(tmp_path, home, monkeypatch):
         store.get("m")
 
     # an existing version survives a failed re-import over its name
-    monkeypatch.setattr(store, "_stream", real_stream)
+    monkeypatch.setattr(store.install, "_stream", real_stream)
     old = store.import_path(small_gguf(tmp_path / "old.gguf"), "m")
     old_bytes = store.model_file("m").read_bytes()
-    monkeypatch.setattr(store, "_stream", boom)
+    monkeypatch.setattr(store.install, "_stream", boom)
     with pytest.raises(OSError, match="simulated"):
         store.import_path(src, "m")
     assert visible(home) == ["m"]
     assert store.get("m") == old and store.model_file("m").read_bytes() == old_bytes
 
     # and a successful re-import replaces it
-    monkeypatch.setattr(store, "_stream", real_stream)
+    monkeypatch.setattr(store.install, "_stream", real_stream)
     new = store.import_path(src, "m")
     assert store.get("m") == new and new.format == "safetensors"
     assert visible(home) == ["m"] and not (home / "models" / "m" / "old.gguf").exists()
@@ -252,14 +252,14 @@ def test_failure_mid_import_leaves_nothing(tmp_path, home, monkeypatch):
 
 def test_failure_writing_manifest_keeps_old(tmp_path, home, monkeypatch):
     old = store.save_model("m", "classification", None, "other", {"a.txt": b"old"})
-    real_write = store.fsync_file
+    real_write = store.install.fsync_file
 
     def boom(path, data):
         if path.name == "manifest.json":
             raise OSError("crash (simulated)")
         return real_write(path, data)
 
-    monkeypatch.setattr(store, "fsync_file", boom)
+    monkeypatch.setattr(store.install, "fsync_file", boom)
     with pytest.raises(OSError):
         store.save_model("m", "classification", None, "other", {"a.txt": b"new"})
     assert store.get("m") == old and store.model_file("m", "a.txt").read_bytes() == b"old"
@@ -271,7 +271,7 @@ def test_recovers_model_renamed_aside_by_a_crash(tmp_path, home, monkeypatch):
     root = home / "models"
     os.rename(root / "m", root / ".old-m-abcd1234")  # crash between the two renames of a swap
     later = time.time() + 3600
-    monkeypatch.setattr(store.time, "time", lambda: later)
+    monkeypatch.setattr(store.install.time, "time", lambda: later)
     assert [m.name for m in store.list_models()] == ["m"]
 
 
@@ -349,8 +349,8 @@ def test_register_defaults_with_joined_parts(tmp_path, monkeypatch, home):
                                        "fake_asr_part1/model/model.bin.part1": b"AAAA"})
     fake_dist(site, "fake-asr-part2", {"fake_asr_part2/model.bin.part2": b"BBBB"})
     monkeypatch.syspath_prepend(str(site))
-    table = (packaged.PackagedModel("voice", "fake-voice", "speech-synthesis", "CC0", path="fake_voice/data"),
-             packaged.PackagedModel("asr", "fake-asr-part1", "speech-recognition", "MIT",
+    table = (packaged.PackagedModel("voice", "fake-voice", "speech", "CC0", path="fake_voice/data"),
+             packaged.PackagedModel("asr", "fake-asr-part1", "transcription", "MIT",
                                     path="fake_asr_part1/model",
                                     parts={"model.bin": (("fake-asr-part1", "fake_asr_part1/model/model.bin.part1"),
                                                          ("fake-asr-part2", "fake_asr_part2/model.bin.part2"))}),

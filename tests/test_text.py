@@ -1,11 +1,31 @@
 """puhui.text preprocessing: every script survives, only punctuation, symbols and stop words go."""
+import ast
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from puhui.errors import BadInput
+import puhui.text
+from puhui.errors import BadInput, Unsupported
 from puhui.text import (clean, detect_lang, drop_stop_words, lower, normalize, preprocess_text,
                         stop_word_languages, stop_words, tokenize)
+from puhui.text.chars import is_han
+from puhui.text.chinese import MISSING, _segmenter
+
+TEXT_DIR = Path(puhui.text.__file__).parent
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _segmenter_home(tmp_path_factory):
+    """jieba's dictionary cache goes to a temporary PUHUI_HOME, not the user's."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PUHUI_HOME", str(tmp_path_factory.mktemp("puhui-home")))
+        _segmenter.cache_clear()
+        yield
+    _segmenter.cache_clear()
 
 SEED_REGEX = r"[^a-zA-Z0-9\s]"  # the seed essay's §3.2 cleaning step
 
@@ -14,7 +34,7 @@ def test_seed_regex_deletes_chinese_ours_keeps_it():
     text = "我爱自然语言处理"
     assert re.sub(SEED_REGEX, "", text) == ""
     assert clean(text) == text
-    assert preprocess_text(text, "zh") == "爱 自 然 语 言 处 理"   # 我 is a stop word
+    assert preprocess_text(text, "zh") == "爱 自然语言 处理"   # 我 is a stop word; words by jieba
 
 
 def test_seed_regex_deletes_accents_and_cyrillic_ours_keeps_them():
@@ -25,7 +45,7 @@ def test_seed_regex_deletes_accents_and_cyrillic_ours_keeps_them():
 
 def test_mixed_chinese_english():
     assert tokenize("我爱Python3编程") == ["我", "爱", "python3", "编", "程"]
-    assert preprocess_text("我爱Python3编程！", lang="auto") == "爱 python3 编 程"
+    assert preprocess_text("我爱Python3编程！", lang="auto") == "爱 python3 编程"  # auto -> zh: words
 
 
 def test_bigrams():
@@ -100,7 +120,7 @@ def test_english_stop_words_removed():
 def test_chinese_stop_words_removed():
     words = stop_words("zh")
     assert {"的", "了", "是", "在", "和", "我们", "没有", "一个"} <= words and len(words) >= 200
-    assert preprocess_text("我们没有时间了，但是他们还是来了。", "zh") == "时 间 来"
+    assert preprocess_text("我们没有时间了，但是他们还是来了。", "zh") == "时间 来"
     # multi-character stop words match as runs of characters, not as their characters one by one
     assert drop_stop_words(["们", "我", "们"], "zh") == ["们"]
     assert drop_stop_words(["我们", "的"], "zh") == []  # whole tokens too (bigram mode)
@@ -125,9 +145,137 @@ def test_detect_lang():
     assert detect_lang("我爱Python") == "zh"
     assert detect_lang("The word 爱 means love") == "en"
     assert detect_lang("hello") == "en"
-    assert preprocess_text("这是一个测试", "auto") == "测 试"
+    assert preprocess_text("这是一个测试", "auto") == "这是 测试"  # jieba: 这是 / 一个 / 测试
 
 
 def test_bad_text():
     with pytest.raises(BadInput):
         preprocess_text(None)
+
+
+def test_chinese_words_kept_whole():
+    out = preprocess_text("大模型让更多人受益！", lang="zh")
+    assert out == "大 模型 让 更 多 人 受益"
+    assert {"模型", "受益"} <= set(out.split())
+    assert preprocess_text("我们喜欢自然语言处理。", lang="zh") == "喜欢 自然语言 处理"  # 我们 is a stop word
+    assert tokenize("我们喜欢自然语言处理", "zh") == ["我们", "喜欢", "自然语言", "处理"]
+    assert tokenize("自然语言处理", "zh-CN") == tokenize("自然语言处理", "zh_Hans") == ["自然语言", "处理"]
+
+
+def test_auto_segments_chinese_the_same_way():
+    for text in ("大模型让更多人受益！", "我们喜欢自然语言处理。"):
+        assert detect_lang(text) == "zh"
+        assert preprocess_text(text, lang="auto") == preprocess_text(text, lang="zh")
+
+
+def test_mixed_text_only_han_runs_go_to_jieba():
+    text = "我用Python3.12训练GPT-2模型"
+    words = tokenize(text, "zh")
+    assert words == ["我用", "python3.12", "训练", "gpt", "2", "模型"]
+    # the Latin words and numbers are exactly the dictionary-free tokenizer's
+    assert [t for t in words if not is_han(t[0])] == [t for t in tokenize(text) if not is_han(t[0])]
+    assert preprocess_text("自然语言处理，「很」有趣！（真的）", "zh") == "自然语言 处理 有趣 真的"  # 很 is a stop word
+
+
+def test_no_chinese_lang_keeps_the_dictionary_free_scheme():
+    assert tokenize("我们喜欢自然语言处理") == ["我", "们", "喜", "欢", "自", "然", "语", "言", "处", "理"]
+    assert tokenize("自然语言处理", "zh", bigrams=True) == ["自然", "然语", "语言", "言处", "处理"]
+    assert preprocess_text("ＨＥＬＬＯ，世界！", "en") == "hello 世 界"
+
+
+def test_chinese_stop_words_are_words():
+    words = stop_words("zh")
+    assert {"我们", "他们", "这个", "那个", "因为", "所以", "但是", "如果", "就是", "可以"} <= words
+    assert sum(len(w) > 1 for w in words) > len(words) / 2
+    # a single-character stop word drops the single-character word, not the character inside a word
+    assert preprocess_text("他的目的", "zh") == "目的"
+
+
+def test_missing_jieba_is_unsupported(monkeypatch):
+    monkeypatch.setitem(sys.modules, "jieba", None)  # import jieba now raises ImportError
+    _segmenter.cache_clear()
+    try:
+        with pytest.raises(Unsupported, match="Chinese segmentation needs jieba: pip install jieba"):
+            preprocess_text("自然语言处理", "zh")
+        assert MISSING == "Chinese segmentation needs jieba: pip install jieba"
+        assert preprocess_text("自然语言处理", "en") == "自 然 语 言 处 理"  # no segmenter needed
+    finally:
+        _segmenter.cache_clear()
+
+
+def test_segmenter_is_quiet_and_caches_in_puhui_home(tmp_path):
+    env = dict(os.environ, PUHUI_HOME=str(tmp_path))
+    code = ("import sys, puhui.text as t; assert 'jieba' not in sys.modules; "
+            "print(t.preprocess_text('大模型让更多人受益！', 'zh'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "大 模型 让 更 多 人 受益"
+    assert r.stderr == ""  # no "Building prefix dict ..."
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"jieba-{_jieba_version()}.cache"]
+
+
+def _jieba_version() -> str:
+    import jieba
+    return jieba.__version__
+
+
+def _text_modules() -> list[str]:
+    return sorted(p.stem for p in TEXT_DIR.glob("*.py") if p.stem != "__init__")
+
+
+def _imports_of(module: str, siblings: set[str]) -> set[str]:
+    """The text/ modules that `module` imports anywhere in it (top level or inside a function)."""
+    tree = ast.parse((TEXT_DIR / f"{module}.py").read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            names = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("puhui.text."):
+            names = [node.module.split(".")[2]]
+        elif isinstance(node, ast.Import):
+            names = [a.name.split(".")[2] for a in node.names if a.name.startswith("puhui.text.")]
+        else:
+            continue
+        found |= {n for n in names if n in siblings}
+    return found
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of `graph` as a path (first node repeated at the end), or None."""
+    done, path = set(), []
+
+    def visit(node):
+        if node in path:
+            return path[path.index(node):] + [node]
+        if node in done:
+            return None
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            found = visit(nxt)
+            if found:
+                return found
+        path.pop()
+        done.add(node)
+        return None
+
+    for start in sorted(graph):
+        found = visit(start)
+        if found:
+            return found
+    return None
+
+
+def test_text_imports_run_one_way():
+    modules = set(_text_modules())
+    graph = {m: _imports_of(m, modules) for m in modules}
+    assert {"cleaning", "codes", "language", "segment"} <= modules
+    assert graph["segment"] >= {"cleaning", "chinese"} and "language" not in graph["cleaning"]
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+    assert _cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]  # the check itself finds a circle
+
+
+@pytest.mark.parametrize("module", _text_modules())
+def test_each_text_module_imports_in_a_fresh_interpreter(module):
+    r = subprocess.run([sys.executable, "-c", f"import puhui.text.{module}"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr

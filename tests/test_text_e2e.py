@@ -110,7 +110,7 @@ def test_bad_input_is_named(gen):
     assert "1000" in str(e.value) and "8192" in str(e.value)
     with pytest.raises(BadInput, match="max_tokens"):
         gen.generate("Hello", max_tokens=0)
-    assert gen._engine is None or not gen._engine.has_unfinished()
+    assert not gen.engine.has_unfinished()
 
 
 def test_alias_resolves(home):

@@ -59,12 +59,13 @@ def weights(model):
 
 
 def test_fit_learns_and_writes_run_folder(tmp_path):
-    events, lines = [], []
+    events = []
     model = mlp()
     cfg = TrainConfig(epochs=6, batch_size=32, lr=1e-2, optimizer="adam", out_dir=str(tmp_path / "run"),
                       monitor="val_accuracy", monitor_mode="max")
     res = fit(model, ce, blobs(512, 0), cfg, val_data=blobs(256, 1), evaluate=accuracy,
-              progress=events.append, log=lines.append)
+              progress=events.append)
+    lines = [e.task for e in events if e.message]
     h = res.history
     assert len(h) == 6 and h[-1]["train_loss"] < 0.5 * h[0]["train_loss"]
     assert h[-1]["val_accuracy"] > 0.95 and res.best >= h[-1]["val_accuracy"]

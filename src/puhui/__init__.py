@@ -4,8 +4,8 @@ __version__ = "0.1.0"
 from .errors import BadInput, DoesNotFit, ModelNotFound, PuhuiError, Unsupported  # noqa: E402,F401
 
 
-def load(name: str, **options):
+def load(name: str, task: str | None = None, **options):
     """Load a model from the store by name (or alias) and return its task object; options go to it (e.g. a text
     model's dtype, device, max_batch, context_length, quant="int4")."""
     from .tasks import load as _load
-    return _load(name, **options)
+    return _load(name, task=task, **options)

@@ -54,9 +54,10 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def _progress():
+def _progress(as_json: bool = False):
+    """Progress bars, and messages above them (on stderr with --json, whose stdout is the one JSON object)."""
     from .progress import RichProgress
-    return RichProgress(transient=True)
+    return RichProgress(transient=True, messages=(lambda s: typer.echo(s, err=True)) if as_json else None)
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -170,11 +171,9 @@ def train_classifier(
     """The seed §5 classifier: train an MLP, print Epoch/Loss lines, test accuracy and a confusion matrix."""
     from .tasks.classification import train_classifier as run
 
-    log = (lambda s: typer.echo(s, err=True)) if as_json else typer.echo
-    with _progress() as p:
+    with _progress(as_json) as p:
         res = run(data, target, epochs=epochs, hidden=tuple(hidden), lr=lr, batch_size=batch_size, engine=engine,
-                  name=name, seed=seed, resume=resume, patience=patience, progress=p,
-                  log=lambda s: p.console_print(s, markup=False, highlight=False) if not as_json else log(s))
+                  name=name, seed=seed, resume=resume, patience=patience, progress=p)
     if as_json:
         return _print_json(res)
     typer.echo(f"Accuracy: {100 * res['test_accuracy']:.1f}%   (scikit-learn MLPClassifier on the same split: "
@@ -191,13 +190,11 @@ def train_classifier(
 @app.command()
 def predict(name: str, data: str = typer.Option(..., "--data", help="A CSV with the model's input columns."),
             out: Optional[str] = typer.Option(None, "--out", help="Write the predictions CSV here (default: stdout).")):
-    """Predict with a trained classifier: the CSV's rows plus prediction and class probabilities."""
-    import puhui
+    """Predict with a trained classifier (the CSV's rows plus prediction and class probabilities) or recommender
+    (the rows plus their click probability, `score`)."""
+    from .tasks import load
 
-    model = puhui.load(name)
-    if not hasattr(model, "predict_csv"):
-        from .errors import Unsupported
-        raise Unsupported(f"model {name!r} is not a tabular classifier; `puhui predict` needs one")
+    model = load(name, task=("classification", "recommendation"), what="`puhui predict`")
     text = model.predict_csv(data, out)
     if out:
         typer.echo(f"wrote {out}")
@@ -208,22 +205,17 @@ def predict(name: str, data: str = typer.Option(..., "--data", help="A CSV with 
 # ------------------------------------------------------------------------------------------------ text
 
 def _text_generator(model: str, quant: Optional[str] = None):
-    from . import store
-    from .errors import Unsupported
     from .tasks import load
 
-    task = store.get(model).task
-    if task != "text-generation":
-        raise Unsupported(f"model {model!r} is a {task} model, not a text-generation one")
-    return load(model, max_batch=1, quant=quant)
+    return load(model, task="text-generation", max_batch=1, quant=quant)
 
 
 def _sampling(max_tokens, temperature, top_p, seed) -> dict:
     """The sampling options, checked before any model is loaded."""
-    from .engine.sampling import SamplingParams
+    from .tasks.text import check_sampling
 
     sampling = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
-    SamplingParams(**{k: v for k, v in sampling.items() if v is not None})
+    check_sampling(**sampling)
     return sampling
 
 
@@ -347,14 +339,12 @@ def train_deepfm(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
 ):
     """Train a recommender (DeepFM, FM or Wide&Deep): CTR AUC/log loss on a random split, HR@10/NDCG@10 top-k."""
-    from .tasks.recommendation import train_recommender
+    from .train.recommender import train_recommender
 
-    with _progress() as p:
-        say = (lambda s: typer.echo(s, err=True)) if as_json else \
-            (lambda s: p.console_print(s, markup=False, highlight=False))
+    with _progress(as_json) as p:
         res = train_recommender(data, spec, model=model, epochs=epochs, embed_dim=embed_dim, hidden=tuple(hidden),
                                 dropout=dropout, l2=l2, lr=lr, batch_size=batch_size, n_neg=negatives,
-                                patience=patience, name=name, seed=seed, resume=resume, progress=p, log=say)
+                                patience=patience, name=name, seed=seed, resume=resume, progress=p)
     if as_json:
         return _print_json(res)
     typer.echo(f"CTR    {res['ctr_split']}: test AUC {res['test_auc']:.4f}, log loss {res['test_logloss']:.4f}")
@@ -374,9 +364,9 @@ def recommend(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Top-k items for a user; an unknown user gets the most popular items (cold start)."""
-    from .tasks.recommendation import recommend as run
+    import puhui
 
-    res = run(name, user, k=k, exclude_seen=exclude_seen)
+    res = puhui.load(name, task="recommendation").recommend(user, k=k, exclude_seen=exclude_seen)
     if as_json:
         return _print_json(res)
     if res["cold_start"]:
@@ -392,14 +382,9 @@ _AUDIO_SUFFIXES = {".wav": "wav", ".flac": "flac", ".ogg": "ogg", ".oga": "ogg",
 
 
 def _speech_model(model: str, task: str, **options):
-    from . import store
-    from .errors import Unsupported
     from .tasks import load
 
-    have = store.get(model).task
-    if have != task:
-        raise Unsupported(f"model {model!r} is a {have} model, not a {task} one")
-    return load(model, **options)
+    return load(model, task=task, **options)
 
 
 def _clock(seconds: float) -> str:
@@ -506,12 +491,10 @@ def train_detr(
     """Train a small DETR (conditional, two-stage) from scratch; print pycocotools mAP@.5 and mAP@[.5:.95]."""
     from .tasks.detection import train_detr as run
 
-    with _progress() as p:
-        say = (lambda s: typer.echo(s, err=True)) if as_json else \
-            (lambda s: p.console_print(s, markup=False, highlight=False))
+    with _progress(as_json) as p:
         res = run(data, epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size,
                   train_images=train_images, pretrain_epochs=pretrain_epochs, name=name, seed=seed, resume=resume,
-                  patience=patience, progress=p, log=say)
+                  patience=patience, progress=p)
     if as_json:
         return _print_json(res)
     typer.echo(f"mAP@.5 {res['map50']:.4f}   mAP@[.5:.95] {res['map']:.4f}   (pycocotools, {res['eval_images']} "
@@ -528,16 +511,12 @@ def detect(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Detect objects in an image: one line an object, and the image with labelled boxes (--out)."""
-    from . import store
-    from .errors import BadInput, Unsupported
-    from .tasks import load
+    import puhui
+    from .errors import BadInput
 
     if not Path(image).is_file():
-        raise BadInput(f"{image}: no such file")
-    task = store.get(model).task
-    if task != "detection":
-        raise Unsupported(f"model {model!r} is a {task} model, not a detection one")
-    detector = load(model)
+        raise BadInput(f"{image}: no such file", param="image")
+    detector = puhui.load(model, task="detection")
     found = detector.detect(image, threshold)
     if out:
         detector.draw(image, found, out)
@@ -546,29 +525,13 @@ def detect(
                             "out": out})
     typer.echo(f"Detected {len(found)} objects:")
     for i, o in enumerate(found, 1):
-        typer.echo(f"Object {i}: Class {o['label']}, Confidence {o['score']:.2f}, Box {o['box']}")
+        box = ", ".join(f"{v:.1f}" for v in o["box"])
+        typer.echo(f"Object {i}: Class {o['label']}, Confidence {o['score']:.2f}, Box [{box}]")
     if out:
         typer.echo(f"wrote {out}", err=True)
 
 
 # ------------------------------------------------------------------------------------------------ serve
-
-def _env_keys() -> list[str]:
-    """PUHUI_API_KEYS: a JSON list, or keys separated by commas."""
-    import os
-
-    raw = os.environ.get("PUHUI_API_KEYS", "").strip()
-    if not raw:
-        return []
-    if raw.startswith("["):
-        try:
-            keys = json.loads(raw)
-        except ValueError:
-            keys = None
-        if isinstance(keys, list) and all(isinstance(k, str) for k in keys):
-            return [k for k in keys if k]
-    return [k.strip() for k in raw.split(",") if k.strip()]
-
 
 @app.command("serve")
 def serve_api(
@@ -590,9 +553,10 @@ def serve_api(
 ):
     """Serve models over an OpenAI-compatible HTTP API (completions, chat, embeddings, audio, detections, models)."""
     from .serve import check_bind, serve
-    from .serve.app import default_models
+    from .tasks.defaults import default_models
+    from .settings import get_settings
 
-    keys = list(api_key or []) + _env_keys()
+    keys = list(api_key or []) + get_settings().api_keys     # PUHUI_API_KEYS (or config.toml), parsed there
     check_bind(host, keys, insecure)     # before minutes of loading
     models = list(model or default_models())
     if not model:

@@ -2,11 +2,17 @@
 
 
 class PuhuiError(Exception):
-    """Base of every error puhui raises on purpose."""
+    """Base of every error puhui raises on purpose. `param` names the parameter at fault (an option, a request
+    field such as "max_tokens" or "messages[2].content"), so that doors map it without reading the wording."""
 
     exit_code = 1
     http_status = 500
     kind = "server_error"
+    code: str | None = None    # a machine-readable reason, where one is known (OpenAI's error codes)
+
+    def __init__(self, message: str = "", *, param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 class BadInput(PuhuiError):
@@ -21,6 +27,12 @@ class ModelNotFound(PuhuiError):
     exit_code = 2
     http_status = 404
     kind = "not_found_error"
+
+
+class TooLong(BadInput):
+    """An input beyond a model's limit (its context window, its maximum input length); never cut silently."""
+
+    code = "context_length_exceeded"
 
 
 class BadCheckpoint(BadInput):

@@ -1,8 +1,9 @@
 """The packaged defaults: real pretrained models that ship inside PyPI packages (see MODELS.md).
 
-`store.register_defaults()` registers the ones that are installed. To add one, add a row to DEFAULTS:
-`path` is the model inside the distribution (a file or a folder, relative to site-packages; None: found
-by `store.import_package`'s rules), `parts` joins files split across several packages.
+`store.register_defaults()` (store/packages.py) registers the ones that are installed, referencing their files
+in place. To add one, add a row to DEFAULTS: `task` is one of store.TASKS, `path` is the model inside the
+distribution (a file or a folder, relative to site-packages; None: found by `store.import_package`'s rules),
+`parts` joins files split across several packages.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ class PackagedModel:
         return names
 
     def installed(self) -> bool:
-        return all(_version(p) is not None for p in self.packages)
+        return all(version(p) is not None for p in self.packages)
 
 
 DEFAULTS: tuple[PackagedModel, ...] = (
@@ -57,7 +58,8 @@ def missing() -> list[PackagedModel]:
     return [d for d in DEFAULTS if not d.installed()]
 
 
-def _version(package: str) -> str | None:
+def version(package: str) -> str | None:
+    """The installed version of a distribution; None when it is not installed."""
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:

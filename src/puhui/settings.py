@@ -1,6 +1,7 @@
 """Settings from the environment (PUHUI_*) and an optional TOML file at $PUHUI_HOME/config.toml."""
 from __future__ import annotations
 
+import json
 import os
 try:
     import tomllib
@@ -27,6 +28,25 @@ DEFAULT_ALIASES = {
 }
 
 
+def parse_api_keys(raw) -> list[str]:
+    """API keys as PUHUI_API_KEYS gives them: a JSON list of strings, or keys separated by commas (a value that
+    starts with "[" but is no JSON list of strings is split at commas too). A list (the TOML file's) is kept as
+    it is. Blank keys are dropped. The one parser of the keys: cli.py and serve/ read `get_settings().api_keys`."""
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        raw = raw.strip()
+        if raw.startswith("["):
+            try:
+                keys = json.loads(raw)
+            except ValueError:
+                keys = None
+            if isinstance(keys, list) and all(isinstance(k, str) for k in keys):
+                return [k for k in keys if k.strip()]
+        return [k.strip() for k in raw.split(",") if k.strip()]
+    return [k for k in raw if not isinstance(k, str) or k.strip()]
+
+
 def default_home() -> Path:
     return Path(os.environ.get("PUHUI_HOME") or Path.home() / ".cache" / "puhui").expanduser()
 
@@ -43,13 +63,7 @@ class Settings(BaseSettings):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, v):
-        if isinstance(v, str):
-            v = v.strip()
-            if v.startswith("["):
-                import json
-                return json.loads(v)
-            return [k.strip() for k in v.split(",") if k.strip()]
-        return v
+        return parse_api_keys(v)
 
     @property
     def store_dir(self) -> Path:

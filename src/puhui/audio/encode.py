@@ -59,7 +59,7 @@ def check_format(fmt: str) -> str:
     """The format name, lower-cased; BadInput for an unknown one, Unsupported for one that cannot be written here."""
     name = str(fmt).lower().strip(".")
     if name not in FORMATS:
-        raise BadInput(f"audio format {fmt!r}: use one of {', '.join(FORMATS)}")
+        raise BadInput(f"audio format {fmt!r}: use one of {', '.join(FORMATS)}", param="response_format")
     if name in ("wav", "pcm") or name in available_formats():
         return name
     if name == "aac":
@@ -68,7 +68,7 @@ def check_format(fmt: str) -> str:
         import soundfile as sf
         why = f"the libsndfile {sf.__libsndfile_version__} here cannot write {_SNDFILE[name][1]} in {_SNDFILE[name][0]}"
     raise Unsupported(f"audio format {name!r} is not available: {why}; available here: "
-                      f"{', '.join(available_formats())}")
+                      f"{', '.join(available_formats())}", param="response_format")
 
 
 def _int16(samples: np.ndarray) -> bytes:

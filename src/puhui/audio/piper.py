@@ -88,7 +88,7 @@ class PiperVoice:
     def synthesize(self, ids: list[int], speed: float = 1.0, speaker: int = 0) -> np.ndarray:
         """float32 samples of one sentence's phoneme ids."""
         if not 0 < speed <= 100:
-            raise BadInput(f"speed {speed}: must be more than 0")
+            raise BadInput(f"speed {speed}: must be more than 0", param="speed")
         c = self.config
         feeds = {"input": np.asarray([ids], dtype=np.int64), "input_lengths": np.asarray([len(ids)], dtype=np.int64),
                  "scales": np.asarray([c.noise_scale, c.length_scale / speed, c.noise_w], dtype=np.float32)}

@@ -75,9 +75,10 @@ class WhisperTokens:
         tokens = [self.sot]
         if multilingual:
             if language not in self.languages:
-                raise BadInput(f"language {language!r} (this model knows: {', '.join(self.languages)})")
+                raise BadInput(f"language {language!r} (this model knows: {', '.join(self.languages)})",
+                               param="language")
             if task not in ("transcribe", "translate"):
-                raise BadInput(f"task {task!r} (use transcribe or translate)")
+                raise BadInput(f"task {task!r} (use transcribe or translate)", param="task")
             tokens += [self.languages[language], self.transcribe if task == "transcribe" else self.translate]
         if not timestamps:
             tokens.append(self.no_timestamps)
@@ -122,7 +123,8 @@ def greedy_decode(model: Whisper, audio_features: torch.Tensor, prompt: list[int
     limit = n_ctx - len(prompt)
     max_new_tokens = min(n_ctx // 2 if max_new_tokens is None else max_new_tokens, limit)  # whisper: n_ctx // 2
     if max_new_tokens <= 0:
-        raise BadInput(f"a prompt of {len(prompt)} tokens leaves no room in the decoder's {n_ctx} positions")
+        raise BadInput(f"a prompt of {len(prompt)} tokens leaves no room in the decoder's {n_ctx} positions",
+                       param="prompt")
     suppress = [t for t in suppress_tokens if 0 <= t < vocab]
     begin = [t for t in begin_suppress_tokens if 0 <= t < vocab]
     B = audio_features.shape[0]

@@ -58,7 +58,8 @@ class Transcript:
             return json.dumps(self.verbose(granularities), ensure_ascii=False)
         if fmt in ("srt", "vtt"):
             return subtitles(self.segments, fmt)
-        raise BadInput(f"response_format {fmt!r}: use one of {', '.join(RESPONSE_FORMATS)}")
+        raise BadInput(f"response_format {fmt!r}: use one of {', '.join(RESPONSE_FORMATS)}",
+                       param="response_format")
 
     def verbose(self, granularities=("segment",)) -> dict:
         out = {"task": self.task, "language": language_name(self.language), "duration": round(self.duration, 3),

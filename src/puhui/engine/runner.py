@@ -15,6 +15,10 @@ ECHO_CHUNK = 256   # prompt positions whose logits are materialised at once for 
 
 
 class ModelRunner:
+    """The model's cache of n_slots sequences of max_seq_len positions, grown in place by `grow`. One runner
+    owns a model's cache: a second runner made over the same model takes it over, and the first then refuses
+    to run (a clear error instead of reading another engine's keys)."""
+
     def __init__(self, model: nn.Module, n_slots: int, max_seq_len: int):
         self.model = model
         p = next(model.parameters())
@@ -23,15 +27,26 @@ class ModelRunner:
         self.vocab_size = model.config.vocab_size
         self.counts: TokenCounts | None = None   # made when the first request with penalties comes
         model.setup_cache(n_slots, max_seq_len, dtype=self.dtype, device=self.device)
-        # the cache lives on the model's attention modules; remember ours, so that several engines over one
-        # model (one stepping at a time) each find their own slots again
-        self._holders = [m for m in model.modules() if getattr(m, "kv_cache", None) is not None]
-        self._caches = [m.kv_cache for m in self._holders]
+        holders = [m for m in model.modules() if getattr(m, "kv_cache", None) is not None]
+        self._caches = [m.kv_cache for m in holders]
+        self._holder = holders[0] if holders else None
 
-    def _attach(self) -> None:
-        if self._holders and self._holders[0].kv_cache is not self._caches[0]:
-            for holder, cache in zip(self._holders, self._caches):
-                holder.kv_cache = cache
+    def grow(self, n_slots: int, max_seq_len: int) -> None:
+        """At least n_slots slots of max_seq_len positions, keeping what every slot holds."""
+        n_slots, max_seq_len = max(n_slots, self.n_slots), max(max_seq_len, self.max_seq_len)
+        if (n_slots, max_seq_len) == (self.n_slots, self.max_seq_len):
+            return
+        self._check_owner()
+        for cache in self._caches:
+            cache.grow(n_slots, max_seq_len)
+        if self.counts is not None:
+            self.counts.grow(n_slots)
+        self.n_slots, self.max_seq_len = n_slots, max_seq_len
+
+    def _check_owner(self) -> None:
+        if self._holder is not None and self._holder.kv_cache is not self._caches[0]:
+            raise RuntimeError("another engine was made over this model and took its KV cache; one engine a "
+                               "model (a TextGenerator has one: use it)")
 
     def _slots(self, seqs: list[Sequence]) -> Tensor:
         return torch.tensor([s.slot for s in seqs], dtype=torch.long, device=self.device)
@@ -41,7 +56,7 @@ class ModelRunner:
         """Write the prompts of `seqs` into their slots. Returns the next-token logits [B, V] (the lm head
         runs on each row's last position only) and, for each row in `echo_rows`, the logprobs of its
         prompt tokens 1.. (token_logprobs: chosen [L-1], top ids [L-1, k], top logprobs [L-1, k])."""
-        self._attach()
+        self._check_owner()
         lens = [s.prompt_len for s in seqs]
         B, T = len(seqs), max(lens)
         rows = [s.request.prompt_ids + [0] * (T - n) for s, n in zip(seqs, lens)]
@@ -70,7 +85,7 @@ class ModelRunner:
     @torch.inference_mode()
     def decode(self, seqs: list[Sequence]) -> Tensor:
         """One token for every sequence: its last token at its next position. Logits [B, V]."""
-        self._attach()
+        self._check_owner()
         tokens = torch.tensor([[s.last_token] for s in seqs], dtype=torch.long, device=self.device)
         pos = torch.tensor([[s.num_tokens - 1] for s in seqs], dtype=torch.long, device=self.device)
         return self.model.logits(self.model.hidden_states(tokens, pos, self._slots(seqs))[:, -1])

@@ -34,14 +34,14 @@ MAX_LOGPROBS = 20     # OpenAI's limit on top alternatives
 
 def _check_int(name: str, value, ok, allowed: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not ok(value):
-        raise BadInput(f"{name} must be {allowed}, got {value!r}")
+        raise BadInput(f"{name} must be {allowed}, got {value!r}", param=name)
     return int(value)
 
 
 def _check_real(name: str, value, ok, allowed: str) -> float:
     if (isinstance(value, bool) or not isinstance(value, numbers.Real)
             or not math.isfinite(value) or not ok(value)):
-        raise BadInput(f"{name} must be {allowed}, got {value!r}")
+        raise BadInput(f"{name} must be {allowed}, got {value!r}", param=name)
     return float(value)
 
 
@@ -86,7 +86,7 @@ class SamplingParams:
         stop = () if stop is None else (stop,) if isinstance(stop, str) else tuple(stop)
         for s in stop:
             if not isinstance(s, str) or not s:
-                raise BadInput(f"stop must be a non-empty string or a list of them, got {s!r}")
+                raise BadInput(f"stop must be a non-empty string or a list of them, got {s!r}", param="stop")
         put("stop", stop)
         ids = tuple(self.stop_token_ids or ())
         put("stop_token_ids", tuple(_check_int("stop_token_ids", t, lambda v: v >= 0,
@@ -99,12 +99,13 @@ class SamplingParams:
                                        f"an integer in [0, {MAX_LOGPROBS}] or null"))
         for name in ("echo", "ignore_eos", "json_mode"):
             if not isinstance(getattr(self, name), bool):
-                raise BadInput(f"{name} must be true or false, got {getattr(self, name)!r}")
+                raise BadInput(f"{name} must be true or false, got {getattr(self, name)!r}", param=name)
 
     def _checked_logit_bias(self) -> dict[int, float]:
         bias = self.logit_bias or {}
         if not isinstance(bias, Mapping):
-            raise BadInput(f"logit_bias must be a map of token id to a number in [-100, 100], got {bias!r}")
+            raise BadInput(f"logit_bias must be a map of token id to a number in [-100, 100], got {bias!r}",
+                           param="logit_bias")
         out = {}
         for key, value in bias.items():
             token = int(key) if isinstance(key, str) and key.strip().isdigit() else key   # JSON keys are str
@@ -126,7 +127,8 @@ class SamplingParams:
         for name, ids in (("logit_bias", self.logit_bias), ("stop_token_ids", self.stop_token_ids)):
             bad = [t for t in ids if t >= vocab_size]
             if bad:
-                raise BadInput(f"{name} has token id {bad[0]}, outside the vocabulary [0, {vocab_size - 1}]")
+                raise BadInput(f"{name} has token id {bad[0]}, outside the vocabulary [0, {vocab_size - 1}]",
+                               param=name)
 
 
 def make_generator(seed: int | None, index: int = 0, device="cpu") -> torch.Generator | None:
@@ -144,6 +146,13 @@ class TokenCounts:
     def __init__(self, num_slots: int, vocab_size: int, device="cpu"):
         self.output = torch.zeros(num_slots, vocab_size, dtype=torch.int32, device=device)
         self.prompt = torch.zeros(num_slots, vocab_size, dtype=torch.bool, device=device)
+
+    def grow(self, num_slots: int) -> None:
+        """Rows for at least num_slots slots; what the existing rows count is kept."""
+        extra = num_slots - self.output.shape[0]
+        if extra > 0:
+            self.output = torch.cat([self.output, self.output.new_zeros(extra, self.output.shape[1])])
+            self.prompt = torch.cat([self.prompt, self.prompt.new_zeros(extra, self.prompt.shape[1])])
 
     def start(self, slot: int, prompt_ids) -> None:
         """Forget what the slot held and record a new sequence's prompt."""
@@ -210,7 +219,8 @@ def apply_logit_bias(logits: torch.Tensor, params: list[SamplingParams]):
     if not rows:
         return logits
     if max(cols) >= logits.shape[-1]:
-        raise BadInput(f"logit_bias has token id {max(cols)}, outside the vocabulary [0, {logits.shape[-1] - 1}]")
+        raise BadInput(f"logit_bias has token id {max(cols)}, outside the vocabulary [0, {logits.shape[-1] - 1}]",
+                       param="logit_bias")
     device = logits.device
     logits.index_put_((torch.tensor(rows, device=device), torch.tensor(cols, device=device)),
                       torch.tensor(vals, dtype=logits.dtype, device=device), accumulate=True)

@@ -19,6 +19,12 @@ class Scheduler:
         self.running: list[Sequence] = []
         self.free_slots: list[int] = list(range(n_slots - 1, -1, -1))   # pop() hands out slot 0 first
 
+    def add_slots(self, n_slots: int) -> None:
+        """Grow to n_slots slots (the cache grew): the new ones are free, handed out after the free old ones."""
+        if n_slots > self.n_slots:
+            self.free_slots[:0] = range(n_slots - 1, self.n_slots - 1, -1)
+            self.n_slots = n_slots
+
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
 

@@ -35,6 +35,23 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return tuple(self.k.shape)
+
+    def grow(self, n_slots: int, max_seq_len: int) -> None:
+        """Make room for at least n_slots sequences of max_seq_len positions, in place: what the slots hold
+        is kept (a sequence running in slot s goes on from where it was)."""
+        old_slots, n_kv, old_len, head_dim = self.k.shape
+        n_slots, max_seq_len = max(n_slots, old_slots), max(max_seq_len, old_len)
+        if (n_slots, max_seq_len) == (old_slots, old_len):
+            return
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            new = old.new_zeros((n_slots, n_kv, max_seq_len, head_dim))
+            new[:old_slots, :, :old_len] = old
+            setattr(self, name, new)   # a registered buffer: replaced, still a buffer
+
     def update(self, step: "Step", k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write k, v [B, n_kv_heads, T, head_dim] of the non-pad tokens; return each row's slot up to kv_len."""
         row, col, slot, pos = step.write

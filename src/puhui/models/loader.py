@@ -1,22 +1,26 @@
-"""From the store (or a path) to a ready model: weights, tokenizer and chat template together.
+"""From a store manifest (or a path) to a ready model: weights, tokenizer and chat template together.
+
+A store model comes as the `Manifest` its caller read (tasks.load reads it once): its files are found through
+it (`Manifest.path` for a GGUF file, `Manifest.folder` for a folder); a local file or folder path is loaded as
+it is. Loading by name is `puhui.load(name)`'s job, not this module's.
 
 - GGUF file (llama family): config from the metadata (formats.gguf.hf_config_llama -> LlamaConfig.from_hf),
   weights dequantised (to float32 unless a dtype is asked for), tokenizer and chat template from the metadata.
 - Hugging Face folder: config.json + safetensors (models.load_text_model), tokenizer.json, and the chat
   template of tokenizer_config.json / chat_template.jinja.
-- Sentence-embedding folder (sentence-transformers layout): a BERT encoder, its tokenizer, the pooling
-  of 1_Pooling/config.json, normalisation when modules.json lists it, and its max_seq_length.
+- Sentence-embedding folder (sentence-transformers layout): a BERT encoder, its tokenizer, and the pooling,
+  normalisation and max_seq_length the store parsed into the manifest's extra at import (store/describe.py
+  `sentence_facts`; for a path, or a manifest written before those keys, the same function reads the folder).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import BadInput, Unsupported
+from ..errors import BadInput, ModelNotFound, Unsupported
 
 # special tokens that end a chat turn, in the templates of the common model families
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>",
@@ -61,26 +65,28 @@ class TextModel:
         return self.config.max_seq_len
 
 
-def _weights_path(name_or_path) -> tuple[Path, str]:
-    """(path, label): a path as it is, or a store name's GGUF file / model folder."""
-    if isinstance(name_or_path, Path) or (isinstance(name_or_path, str) and ("/" in name_or_path
-                                                                            or name_or_path.endswith(".gguf"))):
-        path = Path(name_or_path).expanduser()
-        if not path.exists():
-            raise BadInput(f"{path}: no such file or folder")
-        return path, str(path)
-    from .. import store
-    m = name_or_path if hasattr(name_or_path, "format") else store.get(name_or_path)
-    if m.format == "gguf":
-        return store.model_file(m.name), m.name
-    return store.model_dir(m.name), m.name
+def _weights_path(manifest_or_path) -> tuple[Path, str]:
+    """(path, label): a path as it is; a Manifest's GGUF file, or its folder."""
+    from ..store.manifest import Manifest
+
+    if isinstance(manifest_or_path, Manifest):
+        m = manifest_or_path
+        if m.format == "gguf":
+            return m.path(), m.name
+        if m.folder is None:
+            raise ModelNotFound(f"model {m.name!r} is not in a store folder, so its files cannot be found")
+        return m.folder, m.name
+    path = Path(manifest_or_path).expanduser()
+    if not path.exists():
+        raise BadInput(f"{path}: no such file or folder (a model of the store is loaded by name with puhui.load)")
+    return path, str(path)
 
 
 QUANTS = ("int4",)
 
 
-def load_causal_lm(name_or_path, dtype=None, device=None, quant: str | None = None) -> TextModel:
-    """A text-generation model by store name (or Manifest), GGUF file path or Hugging Face folder path.
+def load_causal_lm(manifest_or_path, dtype=None, device=None, quant: str | None = None) -> TextModel:
+    """A text-generation model from a store Manifest, a GGUF file path or a Hugging Face folder path.
 
     quant="int4": the decoder layers' matrices as 4-bit weights (compress/int4.py) — a Q4_0 / Q4_1 GGUF's own
     codes, others quantised group-wise; the rest in bfloat16 unless a dtype is given. CPU only."""
@@ -88,7 +94,7 @@ def load_causal_lm(name_or_path, dtype=None, device=None, quant: str | None = No
 
     if quant is not None and quant not in QUANTS:
         raise BadInput(f"quant {quant!r} (use one of: {', '.join(QUANTS)}, or none)")
-    path, label = _weights_path(name_or_path)
+    path, label = _weights_path(manifest_or_path)
     dtype, device = resolve_dtype(dtype), resolve_device(device)
     if quant == "int4":
         from ..compress.int4 import check_int4_device
@@ -138,16 +144,13 @@ def load_causal_lm(name_or_path, dtype=None, device=None, quant: str | None = No
 
 
 def _generation_config_eos(folder: Path) -> set[int]:
-    file = folder / "generation_config.json"
-    if not file.is_file():
-        return set()
-    try:
-        eos = json.loads(file.read_text()).get("eos_token_id")
-    except (ValueError, OSError, AttributeError):
-        return set()
+    from ..store.manifest import read_json
+
+    config = read_json(folder / "generation_config.json", {})
+    eos = config.get("eos_token_id") if isinstance(config, dict) else None
     if isinstance(eos, int):
         return {eos}
-    return {int(t) for t in eos or () if isinstance(t, int)}
+    return {int(t) for t in eos or () if isinstance(t, int)} if isinstance(eos, list) else set()
 
 
 @dataclass
@@ -170,42 +173,30 @@ class SentenceEncoder:
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
 
 
-def load_sentence_encoder(name_or_path, dtype=None, device=None) -> SentenceEncoder:
-    """An embeddings model by store name (or Manifest) or folder path."""
+def load_sentence_encoder(manifest_or_path, dtype=None, device=None) -> SentenceEncoder:
+    """An embeddings model from a store Manifest or a folder path."""
+    from ..store.describe import SENTENCE_KEYS, sentence_facts
+    from ..store.manifest import Manifest
     from ..text.tokenizer import Tokenizer
     from .bert import load_bert
     from .checkpoint import read_config
 
-    path, label = _weights_path(name_or_path)
+    path, label = _weights_path(manifest_or_path)
     if not path.is_dir():
         raise Unsupported(f"{label}: embeddings need a Hugging Face folder (config.json, safetensors, tokenizer.json)")
     model_type = read_config(path).get("model_type")
     if model_type != "bert":
         raise Unsupported(f"{label}: embeddings from a {model_type!r} model (supported: bert)")
+    extra = manifest_or_path.extra if isinstance(manifest_or_path, Manifest) else {}
+    facts = extra if all(k in extra for k in SENTENCE_KEYS) else sentence_facts(path)  # older manifests: the folder
+    pooling = facts["pooling"]
+    if not isinstance(pooling, str) or pooling not in POOLING_MODES:
+        modes = " + ".join(pooling) if isinstance(pooling, list) else pooling
+        raise Unsupported(f"{label}: pooling {modes} (supported: {', '.join(POOLING_MODES)})")
     model, config = load_bert(path, dtype=resolve_dtype(dtype), device=resolve_device(device))
     tokenizer = Tokenizer.from_folder(path)
-    pool = _json(path / "1_Pooling" / "config.json")
-    modes = [k[len("pooling_mode_"):].removesuffix("_tokens").removesuffix("_token")
-             for k, v in pool.items() if k.startswith("pooling_mode_") and v is True]
-    pooling = modes[0] if modes else "mean"
-    if len(modes) > 1 or pooling not in POOLING_MODES:
-        raise Unsupported(f"{label}: pooling {' + '.join(modes)} (supported: {', '.join(POOLING_MODES)})")
-    modules = _json(path / "modules.json", [])
-    normalize = (not modules) or any(str(m.get("type", "")).endswith("Normalize") for m in modules)
-    st = _json(path / "sentence_bert_config.json")
-    tc = _json(path / "tokenizer_config.json")
-    max_length = st.get("max_seq_length") or tc.get("model_max_length") or config.max_seq_len
-    max_length = int(min(max_length, config.max_seq_len))
+    max_length = int(min(facts["max_seq_length"] or config.max_seq_len, config.max_seq_len))
     backend = tokenizer.backend
     backend.no_padding()
     backend.enable_truncation(max_length)
-    return SentenceEncoder(model, config, tokenizer, pooling, normalize, max_length, label)
-
-
-def _json(path: Path, default=None):
-    if not path.is_file():
-        return {} if default is None else default
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return {} if default is None else default
+    return SentenceEncoder(model, config, tokenizer, pooling, bool(facts["normalize"]), max_length, label)

@@ -46,9 +46,13 @@ def serve(models=DEFAULT_MODELS, host: str = "127.0.0.1", port: int = 8000, api_
           request_timeout: float = DEFAULT_TIMEOUT_S, max_body: int = DEFAULT_MAX_BODY, insecure: bool = False,
           quant: str | None = None,
           on_ready=None, log_level: str = "info") -> None:
-    """Load the models and serve them until interrupted. on_ready(url) is called once the socket listens."""
+    """Load the models and serve them until interrupted. on_ready(url) is called once the socket listens.
+    api_keys: None means the settings' (PUHUI_API_KEYS or config.toml); an empty list, none."""
     import uvicorn
 
+    if api_keys is None:
+        from ..settings import get_settings
+        api_keys = get_settings().api_keys
     check_bind(host, api_keys, insecure)
     app = create_app(models, api_keys=api_keys, max_queue=max_queue, max_batch=max_batch, context=context,
                      request_timeout=request_timeout, max_body=max_body, quant=quant)

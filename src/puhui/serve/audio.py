@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import PuhuiError
 from .auth import bearer
 from .errors import APIError, from_puhui, unsupported
-from .openai import _ERRORS, _served
+from .deps import ERRORS, served_models
 from .schemas import Closed, Text
 
 log = logging.getLogger("puhui.serve")
@@ -30,7 +30,7 @@ OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "no
                  "marin", "cedar")
 PCM_RATE = 24000                   # OpenAI's pcm: 24 kHz 16-bit signed little-endian mono
 
-router = APIRouter(prefix="/v1/audio", dependencies=[Security(bearer)], responses=_ERRORS, tags=["audio"])
+router = APIRouter(prefix="/v1/audio", dependencies=[Security(bearer)], responses=ERRORS, tags=["audio"])
 
 ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
 _TEXT_RESPONSES = {200: {"content": {"application/json": {"schema": {"type": "object"}},
@@ -90,7 +90,7 @@ class SpeechRequest(Closed):
 @router.post("/transcriptions", response_model=None, responses=_TEXT_RESPONSES,
              summary="Transcribe audio into text in its language")
 async def transcriptions(form: Annotated[TranscriptionForm, Form()], request: Request):
-    worker = _served(request).worker(form.model, "transcription", "/v1/audio/transcriptions")
+    worker = served_models(request).worker(form.model, "transcription", "/v1/audio/transcriptions")
     if form.stream:
         raise unsupported("stream", "the transcript comes whole")
     for name in ("chunking_strategy", "include", "known_speaker_names", "known_speaker_references"):
@@ -110,7 +110,7 @@ async def transcriptions(form: Annotated[TranscriptionForm, Form()], request: Re
         raise from_puhui(e, param="language") from None
     data = await _upload(form.file)
     result = await worker.run(lambda asr: asr.transcribe(
-        _samples(data, form.file.filename), language=form.language, timestamps=timestamps, prompt=form.prompt,
+        _samples(asr, data, form.file.filename), language=form.language, timestamps=timestamps, prompt=form.prompt,
         temperature=form.temperature))
     return _answer(result, fmt, granularities)
 
@@ -118,7 +118,7 @@ async def transcriptions(form: Annotated[TranscriptionForm, Form()], request: Re
 @router.post("/translations", response_model=None, responses=_TEXT_RESPONSES,
              summary="Translate audio into English text (multilingual models)")
 async def translations(form: Annotated[TranslationForm, Form()], request: Request):
-    worker = _served(request).worker(form.model, "transcription", "/v1/audio/translations")
+    worker = served_models(request).worker(form.model, "transcription", "/v1/audio/translations")
     if not getattr(worker.model, "multilingual", False):
         raise APIError(400, f"translation is not available with {worker.name!r}: it is an English-only model; "
                             f"translating into English needs a multilingual Whisper (e.g. whisper-base)",
@@ -127,7 +127,7 @@ async def translations(form: Annotated[TranslationForm, Form()], request: Reques
     timestamps = "segment" if fmt in ("verbose_json", "srt", "vtt") else None
     data = await _upload(form.file)
     result = await worker.run(lambda asr: asr.translate(
-        _samples(data, form.file.filename), timestamps=timestamps, prompt=form.prompt, temperature=form.temperature))
+        _samples(asr, data, form.file.filename), timestamps=timestamps, prompt=form.prompt, temperature=form.temperature))
     return _answer(result, fmt, ("segment",))
 
 
@@ -139,12 +139,10 @@ async def _upload(file: UploadFile) -> bytes:
     return data
 
 
-def _samples(data: bytes, filename: str | None):
+def _samples(asr, data: bytes, filename: str | None):
     """16 kHz samples of the upload (on the worker thread); a file that is not audio is a 400 naming it."""
-    from ..audio.io import load_audio
-
     try:
-        return load_audio(data)
+        return asr.read(data)
     except PuhuiError as e:
         err = from_puhui(e, param="file")
         err.message = err.message.replace("the audio bytes", f"the uploaded file {filename or ''!r}")
@@ -167,9 +165,7 @@ def _answer(result, fmt: str, granularities) -> Response:
                                            "audio/pcm")},
                               "description": "The audio, sent a sentence at a time as it is synthesised."}})
 async def speech(body: SpeechRequest, request: Request):
-    from ..audio.encode import MEDIA_TYPES, check_format
-
-    worker = _served(request).worker(body.model, "speech", "/v1/audio/speech")
+    worker = served_models(request).worker(body.model, "speech", "/v1/audio/speech")
     if body.instructions:
         raise unsupported("instructions", "the voice cannot be directed")
     if body.stream_format == "sse":
@@ -181,7 +177,7 @@ async def speech(body: SpeechRequest, request: Request):
                        code="invalid_value")
     fmt = body.response_format
     try:
-        check_format(fmt)
+        media_type = worker.model.media_type(fmt)
     except PuhuiError as e:
         raise from_puhui(e, param="response_format") from None
     rate = PCM_RATE if fmt == "pcm" else None
@@ -210,4 +206,4 @@ async def speech(body: SpeechRequest, request: Request):
             yield data
 
     headers = {"X-Sample-Rate": str(rate or (48000 if fmt == "opus" else worker.model.sample_rate))}
-    return StreamingResponse(audio(), media_type=MEDIA_TYPES[fmt], headers=headers)
+    return StreamingResponse(audio(), media_type=media_type, headers=headers)

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import BadInput, ModelNotFound, PuhuiError
+from ..errors import ModelNotFound, PuhuiError
 
 log = logging.getLogger("puhui.serve")
 
@@ -40,33 +40,16 @@ class APIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
-# The parameters a BadInput message may start with (SamplingParams and the engine name them first).
-_PARAMS = ("max_tokens", "max_completion_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty",
-           "presence_penalty", "frequency_penalty", "logit_bias", "stop_token_ids", "stop", "seed", "n",
-           "logprobs", "top_logprobs", "echo", "prompt", "messages", "input")
-
-
-def param_of(message: str) -> str | None:
-    """The request parameter a library message is about, when it names one first (or is about the prompt)."""
-    first = re.match(r"[A-Za-z_]+", message)
-    if first and first.group(0) in _PARAMS:
-        return first.group(0)
-    if message.startswith("the prompt has") and "max_tokens" in message:
-        return "max_tokens"
-    if message.startswith(("the prompt", "prompt token id")):
-        return "prompt"
-    return None
-
-
 def from_puhui(e: PuhuiError, param: str | None = None) -> APIError:
-    """The one mapping of puhui's error hierarchy to HTTP."""
+    """The one mapping of puhui's error hierarchy to HTTP: status and type from the error's class, the
+    parameter at fault from `param` when the caller knows it, else the exception's own `e.param`, and its
+    `code`; never read from the wording."""
     message = str(e) or type(e).__name__
-    code = None
+    param = param or e.param
+    code = e.code
     if isinstance(e, ModelNotFound):
-        code = "model_not_found"
+        code = code or "model_not_found"
         param = param or "model"
-    elif isinstance(e, BadInput):
-        param = param or param_of(message)
     return APIError(e.http_status, message, e.kind, param, code)
 
 

@@ -8,13 +8,13 @@ from fastapi import APIRouter, Request, Security
 from pydantic import Field
 
 from .auth import bearer
-from .openai import _ERRORS, _served
+from .deps import ERRORS, served_models
 from .schemas import Closed
 
 MAX_K = 1000
 MAX_ROWS = 10_000
 
-router = APIRouter(prefix="/v1", dependencies=[Security(bearer)], responses=_ERRORS, tags=["recommendation"])
+router = APIRouter(prefix="/v1", dependencies=[Security(bearer)], responses=ERRORS, tags=["recommendation"])
 
 
 class RecommendationRequest(Closed):
@@ -57,13 +57,13 @@ class CTRResponse(Closed):
 
 @router.post("/recommendations", response_model=RecommendationResponse, summary="Top-k items for a user")
 async def recommendations(body: RecommendationRequest, request: Request):
-    worker = _served(request).worker(body.model, "recommendation", "/v1/recommendations")
+    worker = served_models(request).worker(body.model, "recommendation", "/v1/recommendations")
     out = await worker.run(lambda rec: rec.recommend(body.user, k=body.k, exclude_seen=body.exclude_seen))
     return {"object": "recommendation", **out}
 
 
 @router.post("/ctr", response_model=CTRResponse, summary="Click-through probabilities of feature rows")
 async def ctr(body: CTRRequest, request: Request):
-    worker = _served(request).worker(body.model, "recommendation", "/v1/ctr")
+    worker = served_models(request).worker(body.model, "recommendation", "/v1/ctr")
     scores = await worker.run(lambda rec: rec.ctr_scores(body.rows))
     return {"object": "list", "model": worker.name, "scores": scores}

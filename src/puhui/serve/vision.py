@@ -4,7 +4,8 @@ The image comes either as a multipart upload (`file`, with `model` and `threshol
 routes take theirs) or in a JSON body as base64 (`image`: the bytes, or a data: URL). Uploads may be up to
 create_app's max_image_body (default 20 MiB, OpenAI's limit for images); beyond, a 413. An image of more than
 MAX_PIXELS pixels is refused from its header, before it is decoded (a decompression bomb), and bytes that are no
-image are a 400 naming the field.
+image are a 400 naming the field. The route reads the request and shapes the answer; opening the image and
+detecting are the Detector's (puhui.tasks.detection), which owns the model's processing.
 """
 from __future__ import annotations
 
@@ -18,14 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import PuhuiError
 from .auth import bearer
 from .errors import APIError, from_puhui
-from .openai import _ERRORS, _served
+from .deps import ERRORS, served_models
 from .schemas import Closed
 
 ROUTE = "/v1/detections"
 UPLOAD_ROUTES = (ROUTE,)
 MAX_PIXELS = 40_000_000            # 40 megapixels: a 7,300 x 5,500 photograph; a bomb decodes to far more
 
-router = APIRouter(prefix="/v1", dependencies=[Security(bearer)], responses=_ERRORS, tags=["vision"])
+router = APIRouter(prefix="/v1", dependencies=[Security(bearer)], responses=ERRORS, tags=["vision"])
 
 
 class _Detection(BaseModel):
@@ -77,13 +78,11 @@ _BODY = {"requestBody": {"required": True, "content": {
              summary="Detect objects in an image: labels, scores and pixel boxes")
 async def detections(request: Request):
     body, data, field = await _read(request)
-    worker = _served(request).worker(body.model, "detection", ROUTE)
+    worker = served_models(request).worker(body.model, "detection", ROUTE)
 
     def detect(detector):
-        from ..vision.detr_train import open_rgb
-
         try:
-            image = open_rgb(data, max_pixels=MAX_PIXELS)
+            image = detector.open_image(data, max_pixels=MAX_PIXELS)
         except PuhuiError as e:
             err = from_puhui(e, param=field)
             err.code = "invalid_image"

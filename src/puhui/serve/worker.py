@@ -2,7 +2,7 @@
 outputs flow out through thread-safe hand-offs.
 
 GenerationWorker: the engine (engine/llm_engine.py) is not thread-safe, so only the worker's thread ever
-touches it. A request is made (tokenised and checked) on the caller's side, put in an inbox under a lock,
+touches it. A request is made (tokenised and checked, by `TextGenerator.prepare`) on the caller's side, put in an inbox under a lock,
 and the thread wakes, enqueues it and calls `engine.step()` until nothing is left to do. Continuous batching
 is the engine's: a request enqueued between two steps joins at the next token boundary, a finished sequence
 frees its slot at once. Each step's outputs go to their requests' asyncio queues with
@@ -12,8 +12,8 @@ thread aborts it before the next step, which frees its slots.
 Admission is bounded: `max_batch` sequences run, `max_queue` more may wait; beyond that `submit` raises a
 429 with Retry-After. A failing step fails the requests of that moment with a 500 and the worker goes on.
 
-EmbeddingWorker: one thread per embeddings model (torch's own threads do the parallel work); a bounded
-number of waiting calls, beyond which 429.
+TaskWorker: one thread per other task object (embeddings, recommendation, speech, detection: torch's own
+threads do the parallel work); a bounded number of waiting calls, beyond which 429, and a timeout (504).
 """
 from __future__ import annotations
 
@@ -84,9 +84,11 @@ class GenerationWorker:
 
     def __init__(self, generator, *, max_queue: int = 64, metrics=None):
         self.generator = generator
-        # an engine of its own, sized once for max_batch sequences over the whole context window; only this
+        # the generator's one engine, its cache made once for max_batch sequences over the whole context window
+        # (what the server needs is allocated at start, not at the first busy minute); from now on only this
         # worker's thread steps it
-        self.engine = generator.engine_for(generator.max_batch, generator.context_length)
+        self.engine = generator.engine
+        self.engine.reserve(generator.max_batch, generator.context_length)
         self.name = generator.name
         self.max_batch = self.engine.max_batch
         self.max_queue = max_queue
@@ -197,8 +199,7 @@ class GenerationWorker:
             self.engine.abort(rid)
             stream.put(err)
         self._streams.clear()
-        for seq in list(self.engine.scheduler.waiting) + list(self.engine.scheduler.running):
-            self.engine.abort(seq.request_id)     # anything left that has no listener
+        self.engine.abort_all()     # anything left that has no listener
         try:
             self._gauges()
         except Exception:  # noqa: BLE001
@@ -228,11 +229,11 @@ class GenerationWorker:
     def _gauges(self) -> None:
         if self.metrics is None:
             return
-        sched = self.engine.scheduler
-        self.metrics.running.labels(self.name).set(len(sched.running))
+        stats = self.engine.stats()
+        self.metrics.running.labels(self.name).set(stats.running)
         with self._cond:
             inbox = sum(s.sequences for s in self._inbox)
-        self.metrics.queue_depth.labels(self.name).set(len(sched.waiting) + inbox)
+        self.metrics.queue_depth.labels(self.name).set(stats.waiting + inbox)
 
 
 def _as_api_error(e: Exception) -> APIError:
@@ -247,8 +248,6 @@ def _as_api_error(e: Exception) -> APIError:
 class TaskWorker:
     """Runs the calls of one task object (an Embedder, a Recommender ...) on its own thread; at most
     `max_queue` calls wait."""
-
-    kind = "model"   # what the calls are, in the 429 message
 
     def __init__(self, model, *, max_queue: int = 64, metrics=None, timeout: float | None = None):
         self.model = model
@@ -270,7 +269,7 @@ class TaskWorker:
         if self.pending >= self.max_queue + 1:
             if self.metrics is not None:
                 self.metrics.rejected.labels(self.name).inc()
-            raise APIError(429, f"the server is busy: {self.pending} {self.kind} calls are waiting for {self.name}; "
+            raise APIError(429, f"the server is busy: {self.pending} calls are waiting for {self.name} ({self.model.task}); "
                                 "retry after 1 s", "rate_limit_error", code="queue_full", headers={"Retry-After": "1"})
         self.pending += 1
         if self.metrics is not None:
@@ -285,11 +284,3 @@ class TaskWorker:
             self.pending -= 1
             if self.metrics is not None:
                 self.metrics.queue_depth.labels(self.name).set(self.pending)
-
-
-class EmbeddingWorker(TaskWorker):
-    kind = "embedding"
-
-    @property
-    def embedder(self):
-        return self.model

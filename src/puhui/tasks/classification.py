@@ -7,7 +7,7 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from ..data.tabular import TabularEncoder, read_csv, split_xy
 from ..atomic import write_atomic
 from ..errors import BadInput
 from ..models.mlp import MLP, MLPConfig
-from ..progress import ProgressFn
+from ..progress import ProgressFn, say
 from ..settings import get_settings
 
 TASK = "classification"
@@ -62,7 +62,7 @@ def _accuracy(model: MLP, x: np.ndarray, y: np.ndarray) -> float:
     return float((pred == y).mean())
 
 
-def _train_torch(model: MLP, s: Split, *, epochs, lr, batch_size, seed, run_dir, resume, patience, progress, log):
+def _train_torch(model: MLP, s: Split, *, epochs, lr, batch_size, seed, run_dir, resume, patience, progress):
     from torch.utils.data import TensorDataset
 
     from ..train import TrainConfig, fit
@@ -84,11 +84,11 @@ def _train_torch(model: MLP, s: Split, *, epochs, lr, batch_size, seed, run_dir,
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer="adam", seed=seed,
                       out_dir=str(run_dir), resume=resume, early_stopping_patience=patience,
                       monitor="val_accuracy", monitor_mode="max")
-    result = fit(model, loss_fn, train, cfg, val_data=val, evaluate=evaluate, progress=progress, log=log)
+    result = fit(model, loss_fn, train, cfg, val_data=val, evaluate=evaluate, progress=progress)
     return [r["train_loss"] for r in result.history], result.paths
 
 
-def _train_numpy(model: MLP, s: Split, *, epochs, lr, batch_size, seed, hidden, log):
+def _train_numpy(model: MLP, s: Split, *, epochs, lr, batch_size, seed, hidden, progress):
     """The same network trained by the from-scratch NumPy engine; its weights then load into `model`."""
     from .. import nn as pnn
 
@@ -100,7 +100,7 @@ def _train_numpy(model: MLP, s: Split, *, epochs, lr, batch_size, seed, hidden, 
         losses += pnn.fit(net, s.x_train, s.y_train, pnn.cross_entropy, opt, epochs=1, batch_size=batch_size,
                           rng=rng)
         val_acc = float((pnn.predict(net, s.x_val) == s.y_val).mean())
-        log(f"Epoch {epoch + 1}: Loss = {losses[-1]:.4f}, val_accuracy = {val_acc:.4f}")
+        say(progress, f"Epoch {epoch + 1}: Loss = {losses[-1]:.4f}, val_accuracy = {val_acc:.4f}")
     model.load_state_dict({k: torch.from_numpy(v.astype(np.float32)) for k, v in net.state_dict().items()})
     return losses
 
@@ -140,8 +140,7 @@ def _confusion_png(cm: np.ndarray, classes: list[str], path: Path) -> None:
 def train_classifier(data: Optional[str] = None, target: Optional[str] = None, *, epochs: int = 20,
                      hidden: tuple[int, ...] = (50,), lr: float = 1e-3, batch_size: int = 32, engine: str = "torch",
                      name: Optional[str] = None, seed: int = 0, resume: bool = False,
-                     patience: Optional[int] = None, progress: Optional[ProgressFn] = None,
-                     log: Callable[[str], None] = lambda s: None) -> dict:
+                     patience: Optional[int] = None, progress: Optional[ProgressFn] = None) -> dict:
     """Train, evaluate against the baseline, save to the store; return the numbers as a dict."""
     if engine not in ("torch", "numpy"):
         raise BadInput(f"--engine must be torch or numpy, got {engine!r}")
@@ -164,8 +163,8 @@ def train_classifier(data: Optional[str] = None, target: Optional[str] = None, *
     enc = TabularEncoder.fit(features.iloc[idx.x_train], source=label)
     x = enc.transform(features, source=label)
     s = Split(x[idx.x_train], idx.y_train, x[idx.x_val], idx.y_val, x[idx.x_test], idx.y_test)
-    log(f"data: {label}: {len(y)} rows, {x.shape[1]} features, classes {classes}; "
-        f"split {len(s.y_train)}/{len(s.y_val)}/{len(s.y_test)} (train/val/test)")
+    say(progress, f"data: {label}: {len(y)} rows, {x.shape[1]} features, classes {classes}; "
+                  f"split {len(s.y_train)}/{len(s.y_val)}/{len(s.y_test)} (train/val/test)")
 
     torch.manual_seed(seed)
     model = MLP(MLPConfig(n_in=x.shape[1], n_out=len(classes), hidden=tuple(hidden)))
@@ -174,12 +173,12 @@ def train_classifier(data: Optional[str] = None, target: Optional[str] = None, *
     files: dict[str, bytes | Path] = {}
     if engine == "torch":
         losses, paths = _train_torch(model, s, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                                     run_dir=run_dir, resume=resume, patience=patience, progress=progress, log=log)
+                                     run_dir=run_dir, resume=resume, patience=patience, progress=progress)
         if "plot" in paths:
             files["loss_curve.png"] = paths["plot"]
     else:
         losses = _train_numpy(model, s, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, hidden=hidden,
-                              log=log)
+                              progress=progress)
     model.eval()
     from sklearn.metrics import confusion_matrix
 
@@ -227,7 +226,7 @@ class Classifier:
         self.encoder = TabularEncoder.from_dict(ex["encoder"])
         self.model = MLP(MLPConfig(n_in=len(self.encoder.feature_names), n_out=len(self.classes),
                                    hidden=tuple(ex["hidden"])))
-        self.model.load_state_dict(load_file(str(store.model_file(manifest.name, "model.safetensors"))))
+        self.model.load_state_dict(load_file(str(manifest.path("model.safetensors"))))
         self.model.eval()
 
     def predict_proba(self, df, source: str = "data") -> np.ndarray:

@@ -1,5 +1,13 @@
-"""Object detection: a small DETR trained by puhui (on its synthetic digits by default, or on a COCO or YOLO
-folder), evaluated with pycocotools, saved to the store, and answered from it (`Detector`).
+"""Object detection: the Detector task object (what `puhui.load` gives for a detection model), and `train_detr`,
+which trains puhui's own small DETR (on its synthetic digits by default, or on a COCO or YOLO folder), evaluates
+it with pycocotools and saves it to the store.
+
+A Detector answers from either kind of store folder: one puhui trained (config.json: our DetrConfig and
+image_size) or a Hugging Face DETR checkpoint imported with `puhui models import` (config.json of model_type
+detr, transformers' tensor names, labels from id2label). Its images are processed as the folder says
+(preprocessor_config.json; without one, DETR's defaults, or the square image_size of an older puhui run), by the
+one processing stack that training shares: puhui.vision.detr_processing. Inference never imports the training
+code (puhui.vision.detr_train), which train_detr imports when it runs.
 
 No package ships COCO detection weights, so the default detector, `detr-synthetic`, is one puhui trains itself:
 see puhui.vision.detr_train for the recipe and why it converges on a CPU.
@@ -11,19 +19,20 @@ import math
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Optional
 
-import numpy as np
 import torch
 
 from .. import store
 from ..atomic import atomic_write
-from ..data.detection import DetectionSplits, open_detection_dir
-from ..errors import BadInput, Unsupported
+from ..errors import BadCheckpoint, BadInput, Unsupported
 from ..models.detr import Detr, DetrConfig, prepare_for_inference
-from ..progress import ProgressFn
+from ..progress import ProgressFn, say
 from ..settings import get_settings
-from ..vision import detr_train as dt
+from ..vision.detr_processing import DetrPreprocessor, objects, open_rgb
+
+if TYPE_CHECKING:
+    from ..data.detection import DetectionSplits
 
 TASK = "detection"
 DEFAULT_NAME = "detr-synthetic"
@@ -41,15 +50,17 @@ def synthetic_spec(n_train: int = 2000, seed: int = 0):
 
 
 def load_detection_data(data: Optional[str], n_train: int = 2000, seed: int = 0,
-                        log: Callable[[str], None] = lambda s: None) -> tuple[DetectionSplits, str, str]:
+                        progress: Optional[ProgressFn] = None) -> tuple[DetectionSplits, str, str]:
     """(splits, source, label) of the synthetic set (data None or "synthetic") or of a COCO / YOLO folder."""
+    from ..data.detection import open_detection_dir
+
     if data is None or data.lower() in SYNTHETIC:
         from ..data.synthetic_detection import synthetic_detection
 
         spec = synthetic_spec(n_train, seed)
         t0 = time.perf_counter()
         folder = synthetic_detection(spec)
-        log(f"synthetic digits: {folder} ({time.perf_counter() - t0:.1f} s)")
+        say(progress, f"synthetic digits: {folder} ({time.perf_counter() - t0:.1f} s)")
         return open_detection_dir(folder), f"synthetic:{spec.name}", "synthetic digits"
     splits = open_detection_dir(data, seed=seed)
     return splits, f"{splits.layout}:{Path(data).resolve()}", str(data)
@@ -58,18 +69,21 @@ def load_detection_data(data: Optional[str], n_train: int = 2000, seed: int = 0,
 def train_detr(data: Optional[str] = None, *, epochs: int = 20, batch_size: int = 16, lr: float = 1e-3,
                image_size: int = 128, train_images: int = 2000, pretrain_epochs: int = 4, flip: Optional[bool] = None,
                name: Optional[str] = None, seed: int = 0, resume: bool = False, patience: Optional[int] = None,
-               progress: Optional[ProgressFn] = None, log: Callable[[str], None] = lambda s: None) -> dict:
+               progress: Optional[ProgressFn] = None) -> dict:
     """Pre-train the backbone on crops of the training objects (pretrain_epochs, 0 to skip), train the small DETR,
     evaluate it with pycocotools on the test split (the validation split when the data has none), save it to the
-    store; return the numbers. `flip`: horizontal flips in training (default: on, except for the synthetic
-    digits, which a mirror turns into other shapes)."""
+    store (with its preprocessor_config.json); return the numbers. `flip`: horizontal flips in training (default:
+    on, except for the synthetic digits, which a mirror turns into other shapes). Bars and messages (what data,
+    each epoch's loss, the backbone's accuracy) go to `progress`."""
+    from ..vision import detr_train as dt
+
     if epochs < 1 or batch_size < 1 or lr <= 0 or image_size < 32 or pretrain_epochs < 0:
         raise BadInput("epochs, batch size and learning rate must be positive, pretrain epochs not negative, and "
                        "the image size at least 32")
     synthetic = data is None or data.lower() in SYNTHETIC
     name = name or (DEFAULT_NAME if synthetic else f"{Path(str(data)).name}-detr")
     store.check_name(name)
-    splits, source, label = load_detection_data(data, train_images, seed, log)
+    splits, source, label = load_detection_data(data, train_images, seed, progress)
     train, val = splits.train, splits.val
     test = splits.test if splits.test is not None else val
     if train.n_objects == 0:
@@ -79,7 +93,7 @@ def train_detr(data: Optional[str] = None, *, epochs: int = 20, batch_size: int 
     flip = (not synthetic) if flip is None else flip
     recipe = dt.Recipe(image_size=image_size)
     config = dt.detr_config(recipe, train.classes, max((len(b) for b in train.boxes), default=0))
-    log(f"data: {label} ({splits.layout}): {len(train)}/{len(val)}/{len(test)} images (train/val/"
+    say(progress, f"data: {label} ({splits.layout}): {len(train)}/{len(val)}/{len(test)} images (train/val/"
         f"{'test' if splits.test else 'val'}), {train.n_objects} training objects, {len(train.classes)} classes; "
         f"model: conditional DETR, two-stage, {config.num_queries} queries, {image_size} px")
 
@@ -92,9 +106,8 @@ def train_detr(data: Optional[str] = None, *, epochs: int = 20, batch_size: int 
         from ..vision.backbone_pretrain import pretrain_backbone
 
         pre = pretrain_backbone(model, train, val, image_size, epochs=pretrain_epochs, seed=seed,
-                                out_dir=str(run_dir / "backbone"), resume=resume, progress=_named(progress, "backbone"),
-                                log=lambda s: log(f"backbone {s}"))
-        log(f"backbone pre-trained on {pre['crops']} crops of {pre['crop_size']} px: validation accuracy "
+                                out_dir=str(run_dir / "backbone"), resume=resume, progress=_named(progress, "backbone"))
+        say(progress, f"backbone pre-trained on {pre['crops']} crops of {pre['crop_size']} px: validation accuracy "
             f"{pre['val_accuracy']}")
     steps = epochs * math.ceil(len(train) / batch_size)
     from ..train import TrainConfig, fit
@@ -105,7 +118,7 @@ def train_detr(data: Optional[str] = None, *, epochs: int = 20, batch_size: int 
                       monitor="val_map50", monitor_mode="max")
     result = fit(model, dt.loss_fn, dt.DetectionDataset(train, image_size, augment=True, flip=flip), cfg,
                  val_data=dt.DetectionDataset(val, image_size), collate_fn=dt.collate,
-                 evaluate=lambda m, batches: dt.evaluate_batches(m, batches, image_size), progress=progress, log=log)
+                 evaluate=lambda m, batches: dt.evaluate_batches(m, batches, image_size), progress=progress)
     train_s = time.perf_counter() - t0
     model.eval()
     metrics = dt.evaluate_on(model, test, image_size)
@@ -115,7 +128,8 @@ def train_detr(data: Optional[str] = None, *, epochs: int = 20, batch_size: int 
     config_dict = {**asdict(config), "image_size": image_size}
     files: dict[str, bytes | Path] = {
         "model.safetensors": save({k: v.contiguous() for k, v in model.state_dict().items()}),
-        "config.json": json.dumps(config_dict, indent=2).encode()}
+        "config.json": json.dumps(config_dict, indent=2).encode(),
+        "preprocessor_config.json": json.dumps(DetrPreprocessor.square(image_size).to_hf(), indent=2).encode()}
     if "plot" in result.paths:
         files["loss_curve.png"] = result.paths["plot"]
     res = {
@@ -147,54 +161,57 @@ def _named(progress: Optional[ProgressFn], phase: str) -> Optional[ProgressFn]:
     return lambda p: progress(replace(p, task=f"{phase} {p.task}"))
 
 
-def _config(d: dict) -> DetrConfig:
-    known = {k: v for k, v in d.items() if k in DetrConfig.__dataclass_fields__}
-    for k, v in known.items():
-        if isinstance(v, list):
-            known[k] = tuple(v)
-    return DetrConfig(**known)
-
-
 class Detector:
-    """A trained detector from the store: `detect(image, threshold)`, `draw(image, detections, path)`."""
+    """A detector from the store: `detect(image, threshold)`, `draw(image, detections, path)`; `open_image` for a
+    door that must refuse a non-image or an oversized one before detecting."""
 
     task = TASK
 
     def __init__(self, manifest, **options):
+        from ..formats.safetensors import load_state_dict
         from ..models.checkpoint import build
-        from ..train import load_weights
+        from ..models.detr import from_hf_state_dict
 
         if options:
             raise Unsupported(f"a detection model takes no load options (got {', '.join(options)})")
         self.manifest, self.name = manifest, manifest.name
+        where = f"model {self.name!r}"
+        d = _json(manifest, "config.json", where)
+        hf = "model_type" in d                   # a Hugging Face checkpoint; else one of puhui's runs
         try:
-            d = json.loads(store.model_file(manifest.name, "config.json").read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BadInput(f"model {self.name!r}: config.json is not JSON ({e})") from None
-        self.config, self.image_size = _config(d), int(d["image_size"])
+            self.config = DetrConfig.from_hf(d) if hf else _config(d)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise BadCheckpoint(f"{where}: config.json does not describe a DETR ({type(e).__name__}: {e})") from None
+        self.processor = _processor(manifest, d, where)
         self.classes = list(self.config.labels)
-        weights = load_weights(store.model_file(manifest.name, "model.safetensors"))
-        self.model = prepare_for_inference(build(Detr, self.config, weights, where=f"model {self.name!r}"))
+        weights = load_state_dict(_weights_path(manifest, where))
+        try:
+            model = build(Detr, self.config, from_hf_state_dict(weights) if hf else weights, where=where)
+        except (RuntimeError, ValueError, TypeError) as e:   # a config no DETR can be built on
+            raise BadCheckpoint(f"{where}: cannot build the DETR of its config.json ({e})") from None
+        self.model = prepare_for_inference(model)
+
+    def open_image(self, image, max_pixels: int | None = None):
+        """The RGB image of a path, bytes, a PIL image or a uint8 array [h, w, 3]; BadInput when it is no image or
+        has more than max_pixels pixels (checked from its header, before decoding)."""
+        return open_rgb(image, max_pixels)
 
     def detect(self, image, threshold: float = 0.7) -> list[dict]:
-        """Objects scoring above threshold, best first: {"label", "score", "box": [x0, y0, x1, y1] in pixels}.
-        `image`: a path, a PIL image or a uint8 array [h, w, 3]."""
+        """Objects scoring above threshold, best first: {"label", "score", "box": [x0, y0, x1, y1] in pixels,
+        clipped to the image}. `image`: a path, bytes, a PIL image or a uint8 array [h, w, 3]."""
         if not 0 <= threshold <= 1:
-            raise BadInput(f"threshold must be in [0, 1], not {threshold}")
-        im = dt.open_rgb(_as_pil(image))
-        scores, labels, boxes = dt.predict(self.model, dt.to_pixels([im], self.image_size))
-        w, h = im.size
-        scale = torch.tensor([w, h, w, h], dtype=boxes.dtype)
-        keep = (scores[0] > threshold).nonzero()[:, 0]
-        keep = keep[scores[0, keep].argsort(descending=True)]
-        return [{"label": self.classes[int(labels[0, q])], "score": round(float(scores[0, q]), 4),
-                 "box": [round(float(v), 1) for v in boxes[0, q] * scale]} for q in keep.tolist()]
+            raise BadInput(f"threshold must be in [0, 1], not {threshold}", param="threshold")
+        im = open_rgb(image)
+        pixels, mask = self.processor.preprocess([im])
+        with torch.inference_mode():
+            logits, boxes = self.model(pixels, mask)
+        return objects(logits, boxes, [(im.height, im.width)], self.classes, threshold)[0]
 
     def draw(self, image, detections: list[dict], path: str | Path) -> Path:
         """Write the image with each detection's box and "label score" to path as PNG (atomically)."""
         from PIL import ImageDraw
 
-        im = dt.open_rgb(_as_pil(image)).copy()
+        im = open_rgb(image)
         draw = ImageDraw.Draw(im)
         width = max(1, round(max(im.size) / 200))
         for i, det in enumerate(detections):
@@ -211,12 +228,45 @@ class Detector:
 PALETTE = [(255, 64, 64), (64, 200, 64), (64, 128, 255), (255, 200, 0), (255, 64, 255), (0, 220, 220)]
 
 
-def _as_pil(image):
-    """A path stays a path (opened later); a uint8 array [h, w, 3] becomes a PIL image."""
-    if isinstance(image, np.ndarray):
-        from PIL import Image
+def _config(d: dict) -> DetrConfig:
+    """The DetrConfig of one of puhui's own runs (its config.json: the dataclass's fields and image_size)."""
+    known = {k: v for k, v in d.items() if k in DetrConfig.__dataclass_fields__}
+    for k, v in known.items():
+        if isinstance(v, list):
+            known[k] = tuple(v)
+    return DetrConfig(**known)
 
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise BadInput(f"an image array must be uint8 [h, w, 3], not {image.dtype} {image.shape}")
-        return Image.fromarray(image)
-    return image
+
+def _json(manifest, filename: str, where: str) -> dict:
+    try:
+        d = json.loads(manifest.path(filename).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadCheckpoint(f"{where}: {filename} is not JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise BadCheckpoint(f"{where}: {filename} is not a JSON object")
+    return d
+
+
+def _processor(manifest, config: dict, where: str) -> DetrPreprocessor:
+    """The folder's own image processing: its preprocessor_config.json; else the square image_size of a puhui run
+    from before it wrote one; else DETR's defaults (those of transformers' DetrImageProcessor)."""
+    if manifest.has("preprocessor_config.json"):
+        return DetrPreprocessor.from_hf(_json(manifest, "preprocessor_config.json", where),
+                                        where=f"{where}: preprocessor_config.json")
+    if "image_size" in config:
+        try:
+            return DetrPreprocessor.square(int(config["image_size"]))
+        except (TypeError, ValueError):
+            raise BadCheckpoint(f"{where}: config.json's image_size {config['image_size']!r} is not a number") \
+                from None
+    return DetrPreprocessor()
+
+
+def _weights_path(manifest, where: str) -> Path:
+    """The safetensors weights: the main file, or the folder of a sharded checkpoint's index."""
+    path = manifest.path()
+    if path.name.endswith(".safetensors.index.json"):
+        return path.parent
+    if path.suffix != ".safetensors":
+        raise Unsupported(f"{where}: its weights are {path.name}; puhui reads DETR weights from safetensors")
+    return path

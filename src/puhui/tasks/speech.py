@@ -45,19 +45,19 @@ def _compression_ratio(text: str) -> float:
 
 
 class Transcriber:
-    """A Whisper model from the store (a CTranslate2 folder, or a Hugging Face one for engine "puhui")."""
+    """A Whisper model from the store (a CTranslate2 folder, or a Hugging Face one for engine "puhui"): its
+    Manifest, or a folder path."""
 
     task = "transcription"
 
     def __init__(self, manifest, engine: str = "faster-whisper", compute_type: str = "int8", beam_size: int = 5,
                  vad_filter: bool = True, threads: int | None = None):
-        from .. import store
         from ..audio.transcribe import WhisperTokens
         from ..models.whisper import load_whisper_tokenizer
 
         self.manifest = manifest
         self.name = getattr(manifest, "name", str(manifest))
-        self.folder = Path(manifest) if isinstance(manifest, (str, Path)) else store.model_dir(manifest.name)
+        self.folder = Path(manifest) if isinstance(manifest, (str, Path)) else manifest.folder
         self.tokenizer = load_whisper_tokenizer(self.folder)
         self.special = WhisperTokens.from_tokenizer(self.tokenizer)
         self.engine = _check_engine(engine)
@@ -111,6 +111,14 @@ class Transcriber:
             raise BadInput(f"language {language!r}: model {self.name!r} knows {', '.join(self.languages)}")
         return code
 
+    @staticmethod
+    def read(audio) -> np.ndarray:
+        """16 kHz float32 mono samples of a path, a file's bytes or samples (audio.io.load_audio): BadInput
+        naming the problem for a file that is not audio."""
+        from ..audio.io import load_audio
+
+        return load_audio(audio)
+
     def transcribe(self, audio, language: str | None = None, timestamps: str | None = None,
                    engine: str | None = None, task: str = "transcribe", prompt: str | None = None,
                    temperature: float = 0.0):
@@ -120,7 +128,6 @@ class Transcriber:
         (also each word's start and end; faster-whisper only). task "translate": into English (multilingual
         models only). prompt: text that precedes the audio (faster-whisper only). temperature 0: greedy,
         with faster-whisper's fallback to higher temperatures on a failed window; above 0: sampling at it."""
-        from ..audio.io import load_audio
         from ..audio.mel import SAMPLE_RATE
 
         engine = _check_engine(engine or self.engine)
@@ -132,9 +139,9 @@ class Transcriber:
             raise Unsupported(f"translation is not available with {self.name!r}: it is an English-only model "
                               f"(translation into English needs a multilingual Whisper such as whisper-base)")
         if not isinstance(temperature, (int, float)) or not 0 <= temperature <= 1:
-            raise BadInput(f"temperature {temperature!r}: must be between 0 and 1")
+            raise BadInput(f"temperature {temperature!r}: must be between 0 and 1", param="temperature")
         language = self.check_language(language)
-        samples = load_audio(audio)
+        samples = self.read(audio)
         duration = len(samples) / SAMPLE_RATE
         if engine == "puhui":
             segments, language = self._ours(samples, language, timestamps, task, prompt, temperature)
@@ -204,12 +211,12 @@ def _check_engine(engine: str) -> str:
 
 
 class Voice:
-    """A Piper voice from the store (an .onnx model with its .onnx.json), phonemes by espeak-ng."""
+    """A Piper voice from the store (an .onnx model with its .onnx.json), phonemes by espeak-ng: its Manifest, or
+    the .onnx file's path."""
 
     task = "speech"
 
     def __init__(self, manifest, threads: int | None = None):
-        from .. import store
         from ..audio.phonemes import espeak_program
         from ..audio.piper import PiperVoice
 
@@ -219,8 +226,8 @@ class Voice:
             onnx = Path(manifest)
             config = Path(f"{onnx}.json")
         else:
-            onnx = store.model_file(manifest.name)
-            config = store.model_file(manifest.name, f"{manifest.main}.json")
+            onnx = manifest.path()
+            config = manifest.path(f"{manifest.main}.json")
         espeak_program()
         self.voice = PiperVoice(onnx, config, threads or _threads())
         self.sample_rate = self.voice.sample_rate
@@ -252,6 +259,14 @@ class Voice:
         """(float32 samples, sample rate) of the whole text."""
         return np.concatenate(list(self.stream(text, speed))), self.sample_rate
 
+    @staticmethod
+    def media_type(fmt: str) -> str:
+        """The media type of an audio format this installation can write (BadInput / Unsupported otherwise,
+        about "response_format")."""
+        from ..audio.encode import MEDIA_TYPES, check_format
+
+        return MEDIA_TYPES[check_format(fmt)]
+
     def encoded(self, text: str, fmt: str = "wav", speed: float = 1.0, sample_rate: int | None = None,
                 stream: bool = True) -> Iterator[bytes]:
         """The bytes of the speech in format `fmt` (wav, pcm, flac, ogg, mp3, opus, aac), as they are ready.
@@ -276,4 +291,4 @@ class Voice:
 
 def _check_speed(speed) -> None:
     if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not MIN_SPEED <= speed <= MAX_SPEED:
-        raise BadInput(f"speed {speed!r}: must be between {MIN_SPEED} and {MAX_SPEED}")
+        raise BadInput(f"speed {speed!r}: must be between {MIN_SPEED} and {MAX_SPEED}", param="speed")

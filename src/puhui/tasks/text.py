@@ -21,13 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..engine.llm_engine import LLMEngine, check_context
+from ..engine.llm_engine import CACHE_STEP, LLMEngine
 from ..engine.sampling import SamplingParams
-from ..engine.sequence import RequestOutput, TokenLogprob, Usage
-from ..errors import BadInput, Unsupported
+from ..engine.sequence import Request, RequestOutput, TokenLogprob, Usage
+from ..errors import BadInput, TooLong, Unsupported
 
 DEFAULT_MAX_TOKENS = 256
-CACHE_STEP = 1024   # the engine's cache grows in steps of this many positions
 _SAMPLING_FIELDS = {f.name for f in fields(SamplingParams)}
 
 
@@ -65,16 +64,18 @@ class GenerationResult:
 
 
 class TextGenerator:
-    """A text-generation model from the store, generating through an LLMEngine.
+    """A text-generation model from the store, generating through its one LLMEngine.
 
-    The engine's KV cache is sized to the work, not to the whole context window at once: it is made for
-    the slots (up to `max_batch` sequences at once) and the length (in steps of CACHE_STEP tokens, up to
-    `context_length`) that a call needs, and made anew, larger, only when a call needs more."""
+    The engine's KV cache is sized to the work, not to the whole context window at once: it starts with one
+    slot of CACHE_STEP positions and grows in place (up to `max_batch` sequences of `context_length` tokens)
+    when a call needs more; a stream still open keeps its place. `prepare` is the one way from a prompt or
+    messages and sampling options to an engine request: the Python API, the CLI and the server all call it.
+    A server's worker owns the engine's steps (serve/worker.py); without a server, the calls here step it."""
 
     task = "text-generation"
 
     def __init__(self, manifest, dtype=None, device=None, max_batch: int = 8, context_length: int | None = None,
-                 quant: str | None = None):
+                 quant: str | None = None, context_cap: int | None = None):
         from ..models.loader import load_causal_lm
 
         self.manifest = manifest
@@ -85,49 +86,34 @@ class TextGenerator:
         self.chat_template = self.loaded.chat_template
         limit = self.loaded.context_length
         if context_length is not None and not 1 <= context_length <= limit:
-            raise BadInput(f"context_length {context_length} is outside the model's 1..{limit} tokens")
+            raise BadInput(f"context_length {context_length} is outside the model's 1..{limit} tokens",
+                           param="context_length")
+        if context_length is None and context_cap is not None:
+            context_length = min(limit, context_cap)   # the model's window, at most the cap (KV cache memory)
         self.context_length = context_length or limit
         if max_batch < 1:
-            raise BadInput(f"max_batch must be >= 1, got {max_batch}")
+            raise BadInput(f"max_batch must be >= 1, got {max_batch}", param="max_batch")
         self.max_batch = max_batch
-        self._engine: LLMEngine | None = None
-        self._outbox: dict[str, list[RequestOutput]] = {}   # outputs stepped out for another caller
+        self.engine = LLMEngine(self.model, self.tokenizer, max_batch=max_batch, context_length=self.context_length,
+                                eos_ids=self.loaded.eos_ids, slots=1, positions=CACHE_STEP)
         self._ids = itertools.count()
 
     def __repr__(self) -> str:
         return f"TextGenerator({self.name!r}, context_length={self.context_length})"
 
-    @property
-    def engine(self) -> LLMEngine:
-        """The current engine; asked for before any call, one of max_batch slots over the whole context."""
-        if self._engine is None:
-            return self.engine_for(self.max_batch, self.context_length)
-        return self._engine
-
-    def engine_for(self, n_seqs: int = 1, n_tokens: int = 1) -> LLMEngine:
-        """The engine, made anew when it has fewer than n_seqs slots (up to max_batch) or n_tokens positions.
-        A stream still running on the old engine keeps it (engines over one model take turns)."""
-        slots = min(self.max_batch, max(1, n_seqs))
-        length = min(self.context_length, -(-max(n_tokens, 1) // CACHE_STEP) * CACHE_STEP)
-        e = self._engine
-        if e is None or e.max_batch < slots or e.context_length < length:
-            if e is not None:
-                slots, length = max(slots, e.max_batch), max(length, e.context_length)
-            self._engine = e = LLMEngine(self.model, self.tokenizer, max_batch=slots, context_length=length,
-                                        eos_ids=self.loaded.eos_ids)
-        return e
-
     # ------------------------------------------------------------------------------------------ prompts
 
-    def params(self, prompt_tokens: int = 0, chat: bool = False, **sampling) -> SamplingParams:
-        """SamplingParams from keywords. Without max_tokens: 256, or what is left of the context if less.
-        For chat, the template's end-of-turn tokens stop too."""
-        unknown = sorted(set(sampling) - _SAMPLING_FIELDS)
-        if unknown:
-            raise BadInput(f"unknown sampling option {unknown[0]!r} (known: {', '.join(sorted(_SAMPLING_FIELDS))})")
+    def params(self, prompt_tokens: int = 0, chat: bool = False, default_max_tokens: int | None = DEFAULT_MAX_TOKENS,
+               **sampling) -> SamplingParams:
+        """SamplingParams from keywords. Without max_tokens: default_max_tokens (256), or what is left of the
+        context if less (None: all that is left). For chat, the template's end-of-turn tokens stop too."""
+        _known_options(sampling)
         if sampling.get("max_tokens") is None:
             room = self.context_length - prompt_tokens
-            sampling["max_tokens"] = min(DEFAULT_MAX_TOKENS, room) if room >= 1 else DEFAULT_MAX_TOKENS
+            if default_max_tokens is None:
+                sampling["max_tokens"] = max(1, room)
+            else:
+                sampling["max_tokens"] = min(default_max_tokens, room) if room >= 1 else default_max_tokens
         if chat:
             turn = self.loaded.end_of_turn_ids - self.loaded.eos_ids
             if turn and not sampling.get("ignore_eos"):
@@ -137,31 +123,34 @@ class TextGenerator:
     def render(self, messages) -> str:
         """The prompt the chat template makes of messages (a string is one user message)."""
         if not self.chat_template:
-            raise Unsupported(f"model {self.name!r} has no chat template; use generate() with a plain prompt")
+            raise Unsupported(f"model {self.name!r} has no chat template; use generate() with a plain prompt",
+                              param="messages")
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         return self.tokenizer.render_chat(list(messages), add_generation_prompt=True)
 
-    def _request(self, prompt, chat: bool, sampling: dict):
-        """(token ids, params, text) of a text / token-id prompt, or of messages when chat; checked against
-        the context window."""
+    def prepare(self, prompt, *, chat: bool | None = None, request_id: str | None = None,
+                default_max_tokens: int | None = DEFAULT_MAX_TOKENS, **sampling) -> Request:
+        """An engine request, checked (sampling options, vocabulary, context window) but not queued: of a text
+        or token-id prompt, or, when `chat` (default: when `prompt` is a list of message dicts), of messages
+        through the chat template (a string is then one user message). Errors name their parameter: a
+        template that cannot take the messages is about "messages". `default_max_tokens`: see params()."""
+        chat = _is_messages(prompt) if chat is None else chat
         if chat:
-            text = self.render(prompt)
+            try:
+                text = self.render(prompt)
+            except BadInput as e:
+                e.param = e.param or "messages"
+                raise
             ids = self.tokenizer.encode(text, add_special_tokens=False)
         elif isinstance(prompt, str):
             text, ids = prompt, self.tokenizer.encode(prompt)
         else:
             text, ids = None, [int(t) for t in prompt]
-        params = self.params(len(ids), chat=chat, **sampling)
-        check_context(len(ids), params.max_tokens, self.context_length)
-        return ids, params, text
-
-    def _enqueue(self, prepared) -> tuple[LLMEngine, list[str]]:
-        engine = self.engine_for(sum(p.n for _, p, _ in prepared), max(len(i) + p.max_tokens for i, p, _ in prepared))
-        reqs = [engine.make_request(ids, params, request_id=f"gen-{next(self._ids)}") for ids, params, _ in prepared]
-        for req, (_, _, text) in zip(reqs, prepared):
-            req.prompt = text
-        return engine, [engine.enqueue(r) for r in reqs]
+        params = self.params(len(ids), chat=chat, default_max_tokens=default_max_tokens, **sampling)
+        req = self.engine.make_request(ids, params, request_id=request_id or f"gen-{next(self._ids)}")
+        req.prompt = text
+        return req
 
     # ------------------------------------------------------------------------------------------ doors
 
@@ -171,57 +160,56 @@ class TextGenerator:
                                              and isinstance(prompt[0], int))
         prompts = [prompt] if single else list(prompt)
         if not prompts:
-            raise BadInput("no prompts")
-        results = self._run([self._request(p, False, dict(sampling)) for p in prompts])
+            raise BadInput("no prompts", param="prompt")
+        results = self._run([self.prepare(p, chat=False, **sampling) for p in prompts])
         return results[0] if single else results
 
     def chat(self, messages, **sampling) -> GenerationResult:
         """Answer a conversation ([{"role": ..., "content": ...}], or a string as one user message) with the
         model's chat template; the answer ends at the template's end-of-turn token."""
-        return self._run([self._request(messages, True, dict(sampling))])[0]
+        return self._run([self.prepare(messages, chat=True, **sampling)])[0]
 
     def stream(self, prompt_or_messages, **sampling) -> Iterator[str]:
         """Text deltas as they are generated (never a split character). A string is a plain prompt; a list of
         message dicts goes through the chat template. Checked before the first delta is asked for."""
-        prepared = self._request(prompt_or_messages, _is_messages(prompt_or_messages), dict(sampling))
-        if prepared[1].n != 1:
-            raise BadInput("stream() streams one sequence: n must be 1")
-        return self._deltas(prepared)
+        req = self.prepare(prompt_or_messages, **sampling)
+        if req.params.n != 1:
+            raise BadInput("stream() streams one sequence: n must be 1", param="n")
+        return self._deltas(req)
 
-    def _deltas(self, prepared) -> Iterator[str]:
-        engine, (rid,) = self._enqueue([prepared])
-        for out in self._outputs(engine, [rid]):
+    def _deltas(self, req) -> Iterator[str]:
+        (rid,) = self.enqueue([req])
+        for out in self.engine.outputs([rid]):
             if out.outputs[0].delta:
                 yield out.outputs[0].delta
 
-    def _run(self, prepared) -> list[GenerationResult]:
-        engine, rids = self._enqueue(prepared)
-        final = {out.request_id: out for out in self._outputs(engine, rids) if out.finished}
+    def _run(self, reqs) -> list[GenerationResult]:
+        rids = self.enqueue(reqs)
+        final = {out.request_id: out for out in self.engine.outputs(rids) if out.finished}
         return [GenerationResult.from_output(final[rid]) for rid in rids]
 
-    def _outputs(self, engine: LLMEngine, rids: list[str]) -> Iterator[RequestOutput]:
-        """The outputs of requests `rids` as they come, stepping the engine when there are none yet. Outputs
-        of other requests (a stream still open) are kept for their own callers. Stopping early aborts."""
-        pending = set(rids)
-        try:
-            while pending:
-                for rid in rids:
-                    for out in self._outbox.pop(rid, ()):
-                        if out.finished:
-                            pending.discard(rid)
-                        yield out
-                if pending and not any(rid in self._outbox for rid in pending):
-                    if not engine.has_unfinished():
-                        raise RuntimeError(f"requests {sorted(pending)} vanished from the engine")
-                    for out in engine.step():
-                        self._outbox.setdefault(out.request_id, []).append(out)
-        finally:
-            for rid in pending:
-                engine.abort(rid)
-                self._outbox.pop(rid, None)
+    def enqueue(self, reqs) -> list[str]:
+        """Queue prepared requests in the engine, its cache grown (in place) to run them all at once; their
+        outputs come from `engine.outputs(ids)`. (A served generator's requests go through the server's worker.)"""
+        self.engine.reserve(sum(r.params.n for r in reqs), max(len(r.prompt_ids) + r.params.max_tokens for r in reqs))
+        return [self.engine.enqueue(r) for r in reqs]
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text))
+
+
+def check_sampling(**sampling) -> None:
+    """BadInput, naming the option, for sampling options that no model could take (checked before loading one);
+    None means left out."""
+    _known_options(sampling)
+    SamplingParams(**{k: v for k, v in sampling.items() if v is not None})
+
+
+def _known_options(sampling: dict) -> None:
+    unknown = sorted(set(sampling) - _SAMPLING_FIELDS)
+    if unknown:
+        raise BadInput(f"unknown sampling option {unknown[0]!r} (known: {', '.join(sorted(_SAMPLING_FIELDS))})",
+                       param=unknown[0])
 
 
 def _is_messages(x) -> bool:
@@ -256,18 +244,30 @@ class Embedder:
     def max_length(self) -> int:
         return self.encoder.max_length
 
-    def tokenize(self, texts) -> list[list[int]]:
+    def tokenize(self, texts, truncate: bool = True) -> list[list[int]]:
+        """Token ids of each text as embedded: cut to max_length tokens, or, with truncate=False, TooLong for a
+        text beyond it (naming which)."""
         texts = _texts(texts)
-        return [e.ids for e in self.tokenizer.backend.encode_batch(texts)]
+        encodings = self.tokenizer.backend.encode_batch(texts)
+        if not truncate:
+            for i, e in enumerate(encodings):
+                if e.overflowing:
+                    raise TooLong(f"input[{i}] is longer than {self.name}'s limit of {self.max_length} tokens; "
+                                  "shorten it or split it (it is not cut silently)", param="input")
+        return [e.ids for e in encodings]
 
     def count_tokens(self, texts) -> list[int]:
         """Tokens of each text as embedded (after truncation)."""
         return [len(ids) for ids in self.tokenize(texts)]
 
-    @torch.inference_mode()
     def embed(self, texts, normalize: bool | None = None) -> np.ndarray:
         """float32 [n, dim] for a list of n texts (a single string gives [1, dim])."""
-        encoded = self.tokenize(texts)
+        return self.encode(texts, normalize).vectors
+
+    @torch.inference_mode()
+    def encode(self, texts, normalize: bool | None = None, truncate: bool = True) -> Embeddings:
+        """The vectors and the tokens each text took, tokenized once (see tokenize for `truncate`)."""
+        encoded = self.tokenize(texts, truncate)
         normalize = self.encoder.normalize if normalize is None else normalize
         out = np.zeros((len(encoded), self.dim), dtype=np.float32)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))   # similar lengths pad little
@@ -285,7 +285,13 @@ class Embedder:
             if normalize:
                 pooled = F.normalize(pooled, p=2, dim=-1)
             out[idx] = pooled.cpu().numpy()
-        return out
+        return Embeddings(out, [len(ids) for ids in encoded])
+
+
+@dataclass
+class Embeddings:
+    vectors: np.ndarray     # float32 [n, dim]
+    tokens: list[int]       # tokens each text took
 
 
 def _texts(texts) -> list[str]:
@@ -293,10 +299,10 @@ def _texts(texts) -> list[str]:
         texts = [texts]
     texts = list(texts)
     if not texts:
-        raise BadInput("no texts to embed")
+        raise BadInput("no texts to embed", param="input")
     for t in texts:
         if not isinstance(t, str):
-            raise BadInput(f"embed takes strings, got {type(t).__name__}")
+            raise BadInput(f"embed takes strings, got {type(t).__name__}", param="input")
     return texts
 
 

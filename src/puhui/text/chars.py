@@ -19,7 +19,8 @@ _HANGUL = ((0x1100, 0x11FF), (0x3131, 0x318F), (0xA960, 0xA97F), (0xAC00, 0xD7FF
 # zero-width non-joiner / joiner: part of the spelling of words in Persian, Hindi, Malayalam ...
 JOINERS = "\u200c\u200d"
 
-# scripts written without spaces whose characters become one token each (see segment.py)
+# scripts written without spaces whose characters become one token each when no dictionary
+# segmenter applies (see segment.py: Chinese Han runs go to jieba)
 PER_CHARACTER = ("han", "hiragana")
 
 

@@ -116,13 +116,14 @@ def render_chat(template: str, messages: list[dict], add_generation_prompt: bool
     BadInput when the template raises (a role it does not accept, say)."""
     import jinja2
 
-    for message in messages:
+    for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise BadInput(f"a chat message must be a dict with 'role' and 'content', not {message!r}")
+            raise BadInput(f"a chat message must be a dict with 'role' and 'content', not {message!r}",
+                           param=f"messages[{i}]")
     compiled = _compile(template)
     try:
         return compiled.render(messages=messages, tools=tools, documents=documents,
                                add_generation_prompt=add_generation_prompt,
                                bos_token=bos_token, eos_token=eos_token, **extra)
     except jinja2.TemplateError as e:
-        raise BadInput(f"the chat template refused these messages: {e}") from None
+        raise BadInput(f"the chat template refused these messages: {e}", param="messages") from None

@@ -6,7 +6,7 @@ import unicodedata
 
 from ..errors import BadInput
 from .chars import JOINERS, is_attached_mark, is_decimal_point, is_invisible, is_word_char
-from .language import base_language
+from .codes import base_language
 
 FORMS = ("NFC", "NFD", "NFKC", "NFKD")
 

@@ -16,8 +16,10 @@ def preprocess_text(text: str, lang: str = "en", remove_stop_words: bool = True)
     """Normalise (NFKC), clean, case-fold, tokenize, drop stop words, join with spaces.
 
     `lang` picks the stop-word list ('en', 'zh'); "auto" picks zh or en by counting Han characters.
-    Chinese comes out one character a token: preprocess_text("我们喜欢自然语言处理。", "zh")
-    == "喜 欢 自 然 语 言 处 理".
+    Chinese (lang 'zh', or "auto" that picks it) comes out in words, segmented by jieba:
+    preprocess_text("我们喜欢自然语言处理。", "zh") == "喜欢 自然语言 处理", and
+    preprocess_text("大模型让更多人受益！", "zh") == "大 模型 让 更 多 人 受益". With another lang,
+    Han characters stay one a token (see segment.py).
     """
     if not isinstance(text, str):
         raise BadInput(f"preprocess_text needs a str, got {type(text).__name__}")

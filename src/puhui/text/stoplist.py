@@ -7,7 +7,7 @@ from importlib import resources
 
 from ..errors import BadInput
 from .chars import PER_CHARACTER, script_of
-from .language import base_language
+from .codes import base_language
 
 
 def _folder():
@@ -44,10 +44,11 @@ def _is_character_token(token: str) -> bool:
 def drop_stop_words(tokens: list[str], lang: str) -> list[str]:
     """`tokens` without the stop words of `lang`.
 
-    A token that is a stop word goes. Because Han text is tokenised one character a token, a run of
-    single-character tokens is also matched greedily, longest first, against the multi-character
-    stop words: 我们 / 没有 / 因为 are dropped as words, while a character such as 们 alone is kept
-    unless it is itself listed.
+    A token that is a stop word goes: Chinese segmented by jieba arrives as words (我们, 没有, 因为, 的)
+    and is matched word for word, a single-character word by the single-character entries. Han text
+    tokenised one character a token (no Chinese `lang`, or bigrams) is matched too: a run of
+    single-character tokens is matched greedily, longest first, against the multi-character stop
+    words, so 我 们 goes as 我们, while a character such as 们 alone is kept unless it is itself listed.
     """
     words = stop_words(lang)
     longest = _longest(lang)

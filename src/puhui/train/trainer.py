@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import BadInput, Unsupported
-from ..progress import Progress, ProgressFn
+from ..progress import Progress, ProgressFn, say
 from .checkpoint import (load_checkpoint, load_weights, rng_state, save_checkpoint, save_json, save_weights,
                          set_rng_state)
 from .plot import plot_loss_curve
@@ -142,11 +142,11 @@ def _check(cfg: TrainConfig) -> None:
 
 def fit(model: nn.Module, loss_fn: LossFn, train_data: Dataset, cfg: Optional[TrainConfig] = None, *,
         val_data: Optional[Dataset] = None, evaluate: Optional[EvalFn] = None,
-        collate_fn: Optional[Callable] = None, progress: Optional[ProgressFn] = None,
-        log: Optional[Callable[[str], None]] = None) -> TrainResult:
+        collate_fn: Optional[Callable] = None, progress: Optional[ProgressFn] = None) -> TrainResult:
     """Train model in place; return the history, the best value of cfg.monitor and the run folder's files.
 
-    With early stopping on, the model ends with the best epoch's weights; otherwise with the last ones.
+    With early stopping on, the model ends with the best epoch's weights; otherwise with the last ones. Each
+    epoch ends with a finished bar and the message "Epoch N: Loss = ..." through `progress`.
     """
     cfg = cfg or TrainConfig()
     _check(cfg)
@@ -285,9 +285,8 @@ def fit(model: nn.Module, loss_fn: LossFn, train_data: Dataset, cfg: Optional[Tr
             progress(Progress(task, n_batches, n_batches, finished=True, info={
                 "loss": record["train_loss"], "samples/s": record["samples_per_s"],
                 **{k: v for k, v in record.items() if k.startswith("val_")}}))
-        if log is not None:
-            log(f"Epoch {epoch + 1}: Loss = {record['train_loss']:.4f}"
-                + "".join(f", {k} = {v:.4f}" for k, v in record.items() if k.startswith("val_")))
+        say(progress, f"Epoch {epoch + 1}: Loss = {record['train_loss']:.4f}"
+            + "".join(f", {k} = {v:.4f}" for k, v in record.items() if k.startswith("val_")))
 
     if cfg.early_stopping_patience is not None and run["best_epoch"] not in (None, len(run["history"])):
         model.load_state_dict(best_state if best_state is not None else load_weights(paths["best"], dev))

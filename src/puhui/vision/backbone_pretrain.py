@@ -16,7 +16,9 @@ from torch import Tensor, nn
 
 from ..data.detection import DetectionData
 from ..models.detr import Detr
+from ..progress import ProgressFn
 from .boxes import box_iou
+from .detr_processing import DetrPreprocessor, open_rgb
 
 MAX_OBJECTS = 20000          # crops of at most this many objects (a random sample of a larger set)
 
@@ -33,8 +35,6 @@ def object_crops(data: DetectionData, size: int, seed: int = 0) -> tuple[Tensor,
     """uint8 crops [N, 3, size, size] and labels [N]: every object once (jittered), and half as many background
     windows labelled len(data.classes)."""
     from PIL import Image
-
-    from .detr_train import open_rgb
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(data))
@@ -73,27 +73,25 @@ def object_crops(data: DetectionData, size: int, seed: int = 0) -> tuple[Tensor,
 
 
 class CropClassifier(nn.Module):
-    """The detector's backbone, global average pooling, one linear layer (objects' classes + background)."""
+    """The detector's backbone, global average pooling, one linear layer (objects' classes + background). Crops
+    (uint8) are normalised as the detector's own processing does (DetrPreprocessor.normalize)."""
 
     def __init__(self, detector: Detr):
         super().__init__()
         c = detector.config
         self.backbone = detector.backbone
         self.head = nn.Linear(c.stage_dims[c.feature_stage - 1], c.num_classes + 1)
+        self.processor = DetrPreprocessor()
 
     def forward(self, crops: Tensor) -> Tensor:
-        from .detr_processing import IMAGENET_MEAN, IMAGENET_STD
-
-        mean = torch.tensor(IMAGENET_MEAN, device=crops.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=crops.device).view(1, 3, 1, 1)
-        return self.head(self.backbone((crops.float() / 255 - mean) / std).mean((2, 3)))
+        return self.head(self.backbone(self.processor.normalize(crops)).mean((2, 3)))
 
 
 def pretrain_backbone(detector: Detr, train: DetectionData, val: DetectionData, image_size: int, *, epochs: int = 2,
                       batch_size: int = 32, lr: float = 1e-3, seed: int = 0, out_dir: str | None = None,
-                      resume: bool = False, progress=None, log=None) -> dict:
-    """Train detector.backbone in place as a crop classifier (through the Trainer); {"crops", "crop_size",
-    "val_accuracy"} of the validation objects' crops."""
+                      resume: bool = False, progress: ProgressFn | None = None) -> dict:
+    """Train detector.backbone in place as a crop classifier (through the Trainer, whose bars and "Epoch N" messages
+    go to `progress`); {"crops", "crop_size", "val_accuracy"} of the validation objects' crops."""
     from torch.utils.data import TensorDataset
 
     from ..train import TrainConfig, fit
@@ -116,6 +114,6 @@ def pretrain_backbone(detector: Detr, train: DetectionData, val: DetectionData, 
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer="adamw", weight_decay=1e-4, seed=seed,
                       out_dir=out_dir, resume=resume, monitor="val_accuracy", monitor_mode="max")
     result = fit(model, loss_fn, TensorDataset(x, y), cfg, val_data=TensorDataset(vx, vy) if len(vy) else None,
-                 evaluate=evaluate if len(vy) else None, progress=progress, log=log)
+                 evaluate=evaluate if len(vy) else None, progress=progress)
     last = result.history[-1] if result.history else {}
     return {"crops": len(y), "crop_size": size, "val_accuracy": last.get("val_accuracy")}

@@ -1,13 +1,13 @@
-"""The OpenAI routes: models, completions (and the legacy engines route), chat completions, embeddings.
+"""The text routes: completions (and the legacy engines route) and chat completions.
 
 Every parameter is honoured or refused with a 400 that names it; a prompt that does not fit the context with
 its max_tokens is a 400 that states both numbers (the engine's check); `model` in answers is the real model
-that ran, not the alias asked for. Generation goes through the model's GenerationWorker (worker.py), which
-batches it with every other request at token boundaries.
+that ran, not the alias asked for. A request is made by the model's `TextGenerator.prepare` (the same door the
+Python API and the CLI use) and runs through the model's GenerationWorker (worker.py), which batches it with
+every other request at token boundaries; this module only translates OpenAI's fields and answers.
 """
 from __future__ import annotations
 
-import base64
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -16,42 +16,21 @@ from fastapi import APIRouter, Request, Security
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from ..engine.sampling import SamplingParams
-from ..errors import BadInput, PuhuiError
+from ..errors import PuhuiError
 from .auth import bearer
+from .deps import ERRORS, engine_model, served_models
 from .errors import APIError, from_puhui, unsupported
 from .logprobs import TokenText, chat_logprobs, legacy_logprobs
 from .schemas import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse,
-                      EmbeddingRequest, EmbeddingResponse, ErrorResponse, LegacyChatCompletionRequest,
-                      LegacyCompletionRequest, LegacyEmbeddingRequest, ModelCard, ModelList)
+                      LegacyChatCompletionRequest, LegacyCompletionRequest)
 from .streams import event_stream, finals, outputs, sse
 
 COMPLETION_MAX_TOKENS = 16      # OpenAI's default for /v1/completions
-MAX_EMBEDDING_INPUTS = 2048     # OpenAI's limit on inputs per embeddings request
 
-_ERRORS = {s: {"model": ErrorResponse, "description": d} for s, d in (
-    (400, "A parameter is invalid or not supported (the error names it)."),
-    (401, "Missing or wrong API key."), (404, "Unknown model."), (413, "Body too large."),
-    (429, "Queue full: retry after the Retry-After header's seconds."), (500, "Server error."),
-    (504, "The request timed out."))}
 _SSE = {"content": {"text/event-stream": {"schema": {"type": "string"}}},
         "description": "JSON, or with stream=true server-sent events `data: {chunk}` ending with `data: [DONE]`."}
 
-router = APIRouter(prefix="/v1", dependencies=[Security(bearer)], responses=_ERRORS)
-
-
-# ---------------------------------------------------------------------------------------------- models
-
-@router.get("/models", response_model=ModelList, summary="The models this server serves (real ids)")
-async def list_models(request: Request) -> ModelList:
-    served = _served(request)
-    return ModelList(data=[served.card(name) for name in served.workers])
-
-
-@router.get("/models/{model_id}", response_model=ModelCard, summary="One model, by id or alias")
-async def get_model(model_id: str, request: Request) -> ModelCard:
-    served = _served(request)
-    return served.card(served.real_name(model_id))
+router = APIRouter(prefix="/v1", dependencies=[Security(bearer)], responses=ERRORS)
 
 
 # ---------------------------------------------------------------------------------------------- completions
@@ -65,20 +44,13 @@ async def completions(body: CompletionRequest, request: Request):
 @router.post("/engines/{engine}/completions", response_model=CompletionResponse, responses={200: _SSE},
              summary="Legacy route of openai<1 clients: the model is the engine in the path")
 async def engine_completions(engine: str, body: LegacyCompletionRequest, request: Request):
-    body.model = _engine_model(engine, body.model)
+    body.model = engine_model(engine, body.model)
     return await _completions(body, request)
-
-
-def _engine_model(engine: str, model: str | None) -> str:
-    if model is not None and model != engine:
-        raise APIError(400, f"model {model!r} in the body differs from the engine {engine!r} in the URL",
-                       param="model", code="invalid_value")
-    return engine
 
 
 async def _completions(body: CompletionRequest, request: Request):
     started = time.monotonic()
-    served = _served(request)
+    served = served_models(request)
     worker = served.generation_worker(body.model)
     gen = worker.generator
     if body.suffix is not None:
@@ -94,17 +66,16 @@ async def _completions(body: CompletionRequest, request: Request):
         sampling["logprobs"] = body.logprobs
     if body.echo:
         sampling["echo"] = True
-    params = _params(sampling)
     rid = f"cmpl-{uuid.uuid4().hex}"
 
     def make():
         reqs = []
         for i, p in enumerate(prompts):
             try:
-                reqs.append(worker.engine.make_request(p, params, request_id=f"{rid}-{i}"))
+                reqs.append(gen.prepare(p, chat=False, request_id=f"{rid}-{i}", **sampling))
             except PuhuiError as e:
                 err = from_puhui(e)
-                if len(prompts) > 1:
+                if len(prompts) > 1 and err.param in ("prompt", "max_tokens"):
                     err.message = f"prompt {i}: {err.message}"
                 raise err from None
         return reqs
@@ -189,13 +160,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
 @router.post("/engines/{engine}/chat/completions", response_model=ChatCompletionResponse, responses={200: _SSE},
              summary="Legacy route of openai<1 clients: the model is the engine in the path")
 async def engine_chat_completions(engine: str, body: LegacyChatCompletionRequest, request: Request):
-    body.model = _engine_model(engine, body.model)
+    body.model = engine_model(engine, body.model)
     return await _chat(body, request)
 
 
 async def _chat(body: ChatCompletionRequest, request: Request):
     started = time.monotonic()
-    served = _served(request)
+    served = served_models(request)
     worker = served.generation_worker(body.model)
     gen = worker.generator
     for name, neutral in _CHAT_NEUTRAL.items():
@@ -225,25 +196,14 @@ async def _chat(body: ChatCompletionRequest, request: Request):
     rid = f"chatcmpl-{uuid.uuid4().hex}"
 
     def make():
-        try:
-            text = gen.render(messages)
-        except BadInput as e:
-            raise from_puhui(e, param="messages") from None
-        except PuhuiError as e:
-            raise from_puhui(e) from None
-        ids = gen.tokenizer.encode(text, add_special_tokens=False)
-        room = gen.context_length - len(ids)
-        s = dict(sampling, max_tokens=max_tokens if max_tokens is not None else max(1, room))
-        try:
-            params = gen.params(len(ids), chat=True, **s)
-            req = worker.engine.make_request(ids, params, request_id=rid)
+        s = dict(sampling) if max_tokens is None else dict(sampling, max_tokens=max_tokens)
+        try:   # without max_tokens: all the room the context leaves (OpenAI's default for chat)
+            return gen.prepare(messages, chat=True, request_id=rid, default_max_tokens=None, **s)
         except PuhuiError as e:
             err = from_puhui(e)
             if err.param in ("prompt", "max_tokens") and max_tokens is None:
                 err.param = "messages"
             raise err from None
-        req.prompt = text
-        return req
 
     req = await run_in_threadpool(make)
     streams = _submit(worker, [req])
@@ -336,56 +296,6 @@ def _messages(messages) -> list[dict]:
     return out
 
 
-# ---------------------------------------------------------------------------------------------- embeddings
-
-@router.post("/embeddings", response_model=EmbeddingResponse, summary="Embed texts")
-async def embeddings(body: EmbeddingRequest, request: Request):
-    return await _embeddings(body, request)
-
-
-@router.post("/engines/{engine}/embeddings", response_model=EmbeddingResponse,
-             summary="Legacy route of openai<1 clients: the model is the engine in the path")
-async def engine_embeddings(engine: str, body: LegacyEmbeddingRequest, request: Request):
-    body.model = _engine_model(engine, body.model)
-    return await _embeddings(body, request)
-
-
-async def _embeddings(body: EmbeddingRequest, request: Request):
-    served = _served(request)
-    worker = served.embedding_worker(body.model)
-    emb = worker.embedder
-    texts = [body.input] if isinstance(body.input, str) else list(body.input)
-    if not texts:
-        raise APIError(400, "input is empty: send a string or a non-empty list of strings", param="input",
-                       code="invalid_value")
-    if not all(isinstance(t, str) for t in texts):
-        raise unsupported("input", "embeddings of token ids: send the text (each model has its own tokenizer)")
-    if len(texts) > MAX_EMBEDDING_INPUTS:
-        raise APIError(400, f"input has {len(texts)} items, more than {MAX_EMBEDDING_INPUTS}", param="input",
-                       code="invalid_value")
-    if body.dimensions is not None and body.dimensions != emb.dim:
-        raise unsupported("dimensions", f"{emb.name} makes vectors of {emb.dim} dimensions only")
-    vectors, counts = await worker.run(_embed, texts)
-    if body.encoding_format == "base64":
-        data = [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in vectors]
-    else:
-        data = [v.tolist() for v in vectors]
-    total = int(sum(counts))
-    return {"object": "list", "model": emb.name, "usage": {"prompt_tokens": total, "total_tokens": total},
-            "data": [{"object": "embedding", "index": i, "embedding": d} for i, d in enumerate(data)]}
-
-
-def _embed(emb, texts: list[str]):
-    """(vectors, token counts) on the worker thread; an input beyond the model's limit is refused, not cut."""
-    encodings = emb.tokenizer.backend.encode_batch(texts)
-    for i, e in enumerate(encodings):
-        if e.overflowing:
-            raise APIError(400, f"input[{i}] is longer than {emb.name}'s limit of {emb.max_length} tokens; "
-                                "shorten it or split it (it is not cut silently)", param="input",
-                           code="context_length_exceeded")
-    return emb.embed(texts), [len(e.ids) for e in encodings]
-
-
 # ---------------------------------------------------------------------------------------------- shared
 
 @dataclass
@@ -400,10 +310,6 @@ class _Ctx:
     deadline: float
     tokens: TokenText
     _prompt_texts: dict = field(default_factory=dict)
-
-
-def _served(request: Request):
-    return request.app.state.served
 
 
 def _is_int(x) -> bool:
@@ -466,13 +372,6 @@ def _sampling(body) -> dict:
         if value is not None:
             out[name] = value
     return out
-
-
-def _params(sampling: dict) -> SamplingParams:
-    try:
-        return SamplingParams(**sampling)
-    except PuhuiError as e:
-        raise from_puhui(e) from None
 
 
 def _submit(worker, reqs) -> list:

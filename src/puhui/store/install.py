@@ -1,0 +1,282 @@
+"""Writing models into the store: one folder per model name under $PUHUI_HOME/models, holding manifest.json,
+a README.md model card, and the model's files.
+
+Copy or reference:
+- files given by path (`import_path`) are copied in, so the store does not break when the user moves or edits
+  them (`copy=False` references them instead);
+- referenced files (and the files of installed packages, see packages.py) stay where they are: the manifest
+  records their absolute path, sha256, size and mtime, and the model folder holds a symlink to each, so the
+  folder is always one folder with every file of the model and disk is not doubled;
+- models puhui makes (`save_model`: trained, fine-tuned, quantised) and hub pulls are written into the folder.
+
+Every write is atomic: a model is built in `.tmp-<name>-<random>` inside the store root and renamed into place
+(an older version is renamed aside to `.old-<name>-<random>` first and deleted after), so a crash never leaves
+half a model visible; folders starting with a dot are not models. After a crash, `store_root()` puts back a
+model renamed aside by a swap that never finished, and deletes temp folders a day old.
+
+Every file is hashed (sha256, streamed in 1 MiB chunks, reporting progress) as it is copied; weights are
+checked (formats.check_file) before anything is written.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from ..atomic import fsync_dir, fsync_file
+from ..errors import BadCheckpoint, BadInput, ModelNotFound
+from ..formats import check_file
+from ..progress import Progress, ProgressFn, silent
+from ..settings import get_settings
+from .describe import describe, main_file, task_name, walk
+from .manifest import CARD, MANIFEST, Manifest, ModelFile, check_name, check_rel, read_manifest, stored_name
+
+CHUNK = 1 << 20
+
+
+def store_root() -> Path:
+    """The store's folder (created when missing), recovered from any crashed swap."""
+    root = get_settings().store_dir
+    root.mkdir(parents=True, exist_ok=True)
+    _recover(root)
+    return root
+
+
+def sha256_file(path: str | Path, progress: ProgressFn | None = None) -> str:
+    """sha256 of a file, streamed in 1 MiB chunks, reporting bytes done through progress."""
+    h, _ = _stream(Path(path), None, progress or silent)
+    return h
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+def import_path(path: str | Path, name: str, task: str | None = None, progress: ProgressFn | None = None,
+                copy: bool = True) -> Manifest:
+    """Import a Hugging Face folder, a single .gguf / .safetensors file, or any folder of model files
+    (CTranslate2, ONNX voice ...). Files are copied in (copy=False: referenced where they are)."""
+    check_name(name)
+    task = task_name(task) if task else None
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise BadInput(f"{path}: no such file or folder")
+    path = path.resolve()
+    if path.is_file():
+        root, rels = path.parent, [path.name]
+    else:
+        root, rels = path, walk(path, skip_code=False)
+        if not rels:
+            raise BadInput(f"{path}: the folder is empty")
+    srcs = [Source(stored_name(r), "copy" if copy else "ref", [root / r]) for r in rels]
+    facts = describe(root, rels, task)
+    return install_model(name, facts, srcs, f"file:{path}", progress or silent)
+
+
+def save_model(name: str, task: str, architecture: str | None, format: str,
+               files: dict[str, bytes | str | Path], extra: dict | None = None, source: str = "puhui",
+               licence: str | None = None, card: str = "", main: str | None = None,
+               progress: ProgressFn | None = None) -> Manifest:
+    """Write a model puhui made itself (trained, fine-tuned, quantised): each file from bytes or a path
+    is written into the model folder. `card` is a description put at the top of the model card."""
+    check_name(name)
+    task = task_name(task)
+    if not files:
+        raise BadInput(f"save_model {name!r}: no files")
+    srcs = []
+    for rel, value in files.items():
+        rel = check_rel(rel)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            srcs.append(Source(rel, "data", [], bytes(value)))
+        else:
+            p = Path(value)
+            if not p.is_file():
+                raise BadInput(f"save_model {name!r}: {p} is not a file")
+            srcs.append(Source(rel, "copy", [p]))
+    rels = [s.name for s in srcs]
+    facts = {"task": task, "architecture": architecture, "format": format, "extra": dict(extra or {}),
+             "main": main or main_file(rels, format), "licence": licence, "description": card}
+    return install_model(name, facts, srcs, source, progress or silent)
+
+
+def remove(name: str) -> Manifest:
+    """Delete a model from the store (referenced package files are left alone). No alias resolution."""
+    check_name(name)
+    root = store_root()
+    final = root / name
+    m = read_manifest(final)
+    if m is None:
+        real = get_settings().resolve(name)
+        hint = f" ({name!r} is an alias of {real!r})" if real != name else ""
+        raise ModelNotFound(f"no model {name!r} in the store{hint}; see `puhui models list`")
+    old = root / f".old-{name}-{secrets.token_hex(4)}"
+    os.rename(final, old)
+    fsync_dir(root)
+    shutil.rmtree(old, ignore_errors=True)
+    return m
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+@dataclass
+class Source:
+    """One file of a model to install."""
+
+    name: str                  # name inside the model
+    how: str                   # "copy" | "ref" | "move" | "join" | "data"
+    paths: list[Path]          # one source file, or the pieces of a join
+    data: bytes | None = None
+
+
+def install_model(name: str, facts: dict, srcs: list[Source], source: str, progress: ProgressFn,
+                  prev: Manifest | None = None) -> Manifest:
+    """Validate the sources, build the model in a temp folder, and swap it into place. facts: describe()'s
+    (format, architecture, task, main, extra, licence; "description" heads the card). prev: the version being
+    replaced, whose referenced files of unchanged size and mtime are not hashed again."""
+    check_name(name)
+    names = [s.name for s in srcs]
+    if len(set(names)) != len(names):
+        raise BadInput(f"model {name!r}: two files would be stored as the same name")
+    for s in srcs:  # refuse bad weights before writing anything
+        if s.how in ("copy", "ref", "move"):
+            check_file(s.paths[0])
+    old_refs = {(f.path, f.size, f.mtime_ns): f.sha256 for f in (prev.files if prev else []) if f.path}
+    root = store_root()
+    entries = []
+    with _building(root, name) as tmp:
+        for s in srcs:
+            dst = tmp / s.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if s.how == "ref":
+                src = s.paths[0]
+                st = src.stat()
+                sha = old_refs.get((str(src), st.st_size, st.st_mtime_ns))
+                if sha is None:
+                    sha, _ = _stream(src, None, progress, f"sha256 {s.name}")
+                try:
+                    dst.symlink_to(src)
+                except OSError:  # no symlinks here: Manifest.path() still finds the real path
+                    pass
+                entries.append(ModelFile(s.name, sha, st.st_size, str(src), st.st_mtime_ns))
+                continue
+            if s.how == "move":
+                sha, _ = _stream(s.paths[0], None, progress, f"sha256 {s.name}")
+                try:
+                    os.replace(s.paths[0], dst)
+                except OSError:
+                    sha, _ = _stream(s.paths[0], dst, progress, f"copy {s.name}")
+            elif s.how == "data":
+                sha = hashlib.sha256(s.data).hexdigest()
+                fsync_file(dst, s.data)
+            else:  # copy / join
+                sha, _ = _stream(s.paths, dst, progress, f"{'copy' if s.how == 'copy' else 'join'} {s.name}")
+            if s.how in ("data", "join"):
+                try:
+                    check_file(dst)
+                except BadCheckpoint as e:
+                    raise BadCheckpoint(str(e).replace(str(dst), f"{name}/{s.name}")) from None
+            entries.append(ModelFile(s.name, sha, dst.stat().st_size))
+        m = Manifest(name=name, task=facts["task"], architecture=facts.get("architecture"),
+                     format=facts["format"], files=entries, source=source, licence=facts.get("licence"),
+                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     main=facts.get("main"), extra=facts.get("extra") or {})
+        m.card = _card(m, facts.get("description", ""))
+        fsync_file(tmp / CARD, m.card.encode())
+        fsync_file(tmp / MANIFEST, (json.dumps(m.to_dict(), indent=2) + "\n").encode())
+    m.folder = root / name
+    return m
+
+
+@contextmanager
+def _building(root: Path, name: str) -> Iterator[Path]:
+    tmp = root / f".tmp-{name}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        for d, _, _ in os.walk(tmp):
+            fsync_dir(Path(d))
+        final = root / name
+        old = None
+        if final.exists() or final.is_symlink():
+            old = root / f".old-{name}-{secrets.token_hex(4)}"
+            os.rename(final, old)
+        os.rename(tmp, final)
+        fsync_dir(root)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _recover(root: Path) -> None:
+    """After a crash: put back a model renamed aside by a swap that never renamed the new one in, and
+    delete temp folders a day old. Recent ones may belong to a swap or an import still running."""
+    now = time.time()
+    for d in root.iterdir():
+        if not d.name.startswith((".old-", ".tmp-")):
+            continue
+        try:
+            st = d.stat()
+        except OSError:
+            continue
+        age = now - max(st.st_mtime, st.st_ctime)
+        if d.name.startswith(".old-") and age > 60:
+            target = root / d.name[len(".old-"):].rsplit("-", 1)[0]
+            if not target.exists():
+                try:
+                    os.rename(d, target)
+                    continue
+                except OSError:
+                    pass
+            shutil.rmtree(d, ignore_errors=True)
+        elif d.name.startswith(".tmp-") and age > 86400:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _stream(srcs: Path | list[Path], dst: Path | None, progress: ProgressFn,
+            task: str | None = None) -> tuple[str, int]:
+    """sha256 (and size) of one file or the concatenation of several, copying into dst when given."""
+    srcs = [srcs] if isinstance(srcs, Path) else list(srcs)
+    total = sum(p.stat().st_size for p in srcs)
+    task = task or f"sha256 {srcs[0].name}"
+    h, done = hashlib.sha256(), 0
+    out = open(dst, "wb") if dst is not None else None
+    try:
+        for src in srcs:
+            with open(src, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    h.update(chunk)
+                    if out is not None:
+                        out.write(chunk)
+                    done += len(chunk)
+                    progress(Progress(task, done, total))
+        if out is not None:
+            out.flush()
+            os.fsync(out.fileno())
+    finally:
+        if out is not None:
+            out.close()
+    progress(Progress(task, done, total, finished=True))
+    return h.hexdigest(), done
+
+
+def _card(m: Manifest, description: str = "") -> str:
+    lines = [f"# {m.name}", ""]
+    if description:
+        lines += [description.strip(), ""]
+    lines += [f"- task: {m.task}", f"- architecture: {m.architecture or 'unknown'}", f"- format: {m.format}",
+              f"- source: {m.source}", f"- licence: {m.licence or 'unknown'}", f"- registered: {m.created}", "",
+              "| file | bytes | sha256 |", "|---|---:|---|"]
+    lines += [f"| {f.name} | {f.size} | {f.sha256} |" for f in m.files]
+    refs = [f.path for f in m.files if f.path]
+    if refs:
+        where = os.path.commonpath([os.path.dirname(p) for p in refs])
+        lines += ["", f"{len(refs)} of the files are referenced in place under {where}, not copied."]
+    return "\n".join(lines) + "\n"
