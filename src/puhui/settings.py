@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     threads: int = 0               # 0: let torch decide
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)  # PUHUI_API_KEYS=k1,k2 (or a JSON list)
     aliases: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ALIASES))
+    # sampling defaults per model, over the model's own ([sampling.MODEL] temperature = 0.3 in config.toml)
+    sampling: dict[str, dict[str, float | int]] = Field(default_factory=dict)
 
     @field_validator("api_keys", mode="before")
     @classmethod

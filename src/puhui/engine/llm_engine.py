@@ -23,8 +23,8 @@ import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from ..errors import BadInput
-from .json_mode import JsonConstraint
+from ..errors import BadInput, TooLong
+from .constraints import Grammars
 from .runner import ModelRunner
 from .sampling import SamplingParams, make_generator
 from .scheduler import Scheduler
@@ -79,6 +79,7 @@ class LLMEngine:
         self.scheduler = Scheduler(slots, max_prefill_tokens)
         self.requests: dict[str, Request] = {}
         self._outbox: dict[str, list[RequestOutput]] = {}   # outputs stepped out while their caller waited elsewhere
+        self._grammars: Grammars | None = None
         self._ids = itertools.count()
 
     @property
@@ -130,8 +131,9 @@ class LLMEngine:
             raise BadInput("the prompt is empty (no tokens)", param="prompt")
         if params.stop and self.tokenizer is None:
             raise BadInput("stop strings need a tokenizer; use stop_token_ids", param="stop")
-        if params.json_mode and not hasattr(self.tokenizer, "token_bytes"):
-            raise BadInput("JSON mode needs the model's tokenizer (puhui's Tokenizer: it reads every token's bytes)")
+        if params.structure is not None and not hasattr(self.tokenizer, "token_bytes"):
+            raise BadInput("JSON mode and structured outputs need the model's tokenizer (puhui's Tokenizer: it "
+                           "reads every token's bytes)", param=params.structure.param)
         params.check_vocab(self.vocab_size)
         check_context(len(ids), params.max_tokens, self.context_length)
         if request_id is None:
@@ -140,10 +142,17 @@ class LLMEngine:
             raise BadInput(f"request id {request_id!r} is already running", param="request_id")
         req = Request(request_id, text, ids, params)
         device = self.runner.device
+        grammars = self.grammars() if params.structure is not None else None
         req.seqs = [Sequence(req, i, self.tokenizer, self.eos_ids, make_generator(params.seed, i, device),
-                             JsonConstraint(self.tokenizer.token_bytes()) if params.json_mode else None)
+                             grammars.constraint(params.structure) if grammars is not None else None)
                     for i in range(params.n)]
         return req
+
+    def grammars(self) -> Grammars:
+        """The structures compiled for this engine's vocabulary (made on the first structured request)."""
+        if self._grammars is None:
+            self._grammars = Grammars.of(self.tokenizer, self.eos_ids)
+        return self._grammars
 
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
                     request_id: str | None = None, add_special_tokens: bool = True) -> str:
@@ -293,14 +302,15 @@ class LLMEngine:
 
 
 def check_context(prompt_tokens: int, max_tokens: int, limit: int) -> None:
-    """BadInput, naming the numbers, unless the prompt and max_tokens fit a context window of `limit` tokens."""
+    """TooLong (code context_length_exceeded), naming the numbers and the parameter to change, unless the
+    prompt and max_tokens fit a context window of `limit` tokens."""
     if prompt_tokens >= limit:
-        raise BadInput(f"the prompt has {prompt_tokens} tokens, but the context window is {limit} tokens "
-                       f"(room is needed for at least one generated token)", param="prompt")
+        raise TooLong(f"the prompt has {prompt_tokens} tokens, but the context window is {limit} tokens "
+                      f"(room is needed for at least one generated token)", param="prompt")
     if prompt_tokens + max_tokens > limit:
-        raise BadInput(f"the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}: "
-                       f"{prompt_tokens + max_tokens} in all, beyond the context window of {limit} tokens "
-                       f"(lower max_tokens to at most {limit - prompt_tokens})", param="max_tokens")
+        raise TooLong(f"the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}: "
+                      f"{prompt_tokens + max_tokens} in all, beyond the context window of {limit} tokens "
+                      f"(lower max_tokens to at most {limit - prompt_tokens})", param="max_tokens")
 
 
 def _logprob_list(token_ids: list[int], chosen, top_ids, top_lps) -> list[TokenLogprob]:

@@ -13,7 +13,8 @@
   5. top_k, top_p, min_p truncation of the tempered distribution (see `truncate`).
   6. draw                exponential race, argmax(p / q) with q ~ Exp(1) drawn from the row's own
                          torch.Generator, so a seeded request gets the same tokens whatever shares its batch.
-  7. constraint          a row with a constraint (JSON mode, json_mode.py) takes its best-scored allowed token
+  7. constraint          a row with a constraint (JSON mode, a schema, a grammar: constraints.py) takes its
+                         best-scored allowed token
                          instead: the largest logit (greedy) or p / q (a draw restricted to the allowed
                          tokens); when the truncated set has none, the most likely allowed token.
 """
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import BadInput
+from .constraints import JSON_OBJECT, Structure
 
 GREEDY_BELOW = 1e-5   # a temperature below this is greedy (dividing by it would overflow)
 MAX_LOGPROBS = 20     # OpenAI's limit on top alternatives
@@ -62,7 +64,8 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     seed: int | None = None
     n: int = 1
-    json_mode: bool = False            # the output is one JSON object (constrained decoding, json_mode.py)
+    json_mode: bool = False            # the output is one JSON object (constrained decoding, constraints.py)
+    structure: Structure | None = None  # what the output must be: a JSON schema, a regex, a grammar (constraints.py)
     logprobs: int | None = None        # None = no logprobs; k = the chosen token's and k alternatives
     echo: bool = False
     ignore_eos: bool = False
@@ -100,6 +103,12 @@ class SamplingParams:
         for name in ("echo", "ignore_eos", "json_mode"):
             if not isinstance(getattr(self, name), bool):
                 raise BadInput(f"{name} must be true or false, got {getattr(self, name)!r}", param=name)
+        if self.structure is not None and not isinstance(self.structure, Structure):
+            raise BadInput(f"structure must be a constraints.Structure, got {self.structure!r}", param="structure")
+        if self.json_mode:
+            if self.structure is not None and self.structure != JSON_OBJECT:
+                raise BadInput(f"json_mode and a {self.structure.kind} structure: ask for one", param="json_mode")
+            put("structure", JSON_OBJECT)
 
     def _checked_logit_bias(self) -> dict[int, float]:
         bias = self.logit_bias or {}
@@ -258,16 +267,30 @@ def truncate(logits: torch.Tensor, top_k: list[int], top_p: list[float], min_p: 
     return logits
 
 
+CHECKED = 64   # candidates a constrained row checks one by one before it takes its whole token mask
+
+
 def first_allowed(constraint, scores: torch.Tensor | None, logits: torch.Tensor) -> int:
     """The best-scored token that `constraint` allows: by `scores` among those it keeps (> 0: inside the
-    truncated set), then by the logits. Candidates are tried in growing top-k blocks, so the usual case (one of
-    the first few tokens is allowed) checks a handful of tokens. When no token at all is allowed (a vocabulary
-    without single-byte tokens), the most likely one, which the sequence takes as its end."""
+    truncated set), then by the logits. The first CHECKED candidates are checked one by one (the usual case:
+    one of the first few is allowed); past them, the constraint's whole mask (when it has one) picks the best
+    allowed token at once. When no token at all is allowed, the most likely one, which the sequence takes as
+    its end."""
+    mask = None
     for ranking, floor in ((scores, 0.0), (logits, float("-inf"))):
-        if ranking is not None:
-            token = next((t for t in _ranked(ranking, floor) if constraint.allows(t)), None)
-            if token is not None:
-                return token
+        if ranking is None:
+            continue
+        for n, t in enumerate(_ranked(ranking, floor)):
+            if constraint.allows(t):
+                return t
+            if n + 1 >= CHECKED and hasattr(constraint, "mask"):
+                break
+        if hasattr(constraint, "mask"):
+            mask = constraint.mask() if mask is None else mask
+            masked = ranking.masked_fill(~mask.to(ranking.device), float("-inf"))
+            best = int(masked.argmax())
+            if masked[best] > floor:
+                return best
     return int(logits.argmax())
 
 
@@ -300,7 +323,7 @@ def sample(logits: torch.Tensor, params: list[SamplingParams], generators=None,
     generators: one torch.Generator or None per row (None: the global RNG), see `make_generator`.
     output_counts [B, V] and prompt_mask [B, V] (rows aligned with logits, e.g. `TokenCounts.rows`)
     are needed only when some row uses penalties. constraints: None, or one per row: None or an object
-    whose allows(token_id) says whether the row may take that token (json_mode.JsonConstraint)."""
+    whose allows(token_id) says whether the row may take that token (constraints.GrammarConstraint)."""
     B, V = logits.shape
     if len(params) != B or (generators is not None and len(generators) != B):
         raise ValueError(f"sample: {B} rows of logits but {len(params)} params / "

@@ -93,7 +93,7 @@ class Sequence:
         self.delta = ""
         self.logprobs: list[TokenLogprob | None] | None = None if p.logprobs is None else []
         self.n_delta_logprobs = 0
-        self.constraint = constraint   # json_mode.JsonConstraint or None: what the sampler may pick
+        self.constraint = constraint   # constraints.GrammarConstraint or None: what the sampler may pick
 
     @property
     def request_id(self) -> str:
@@ -131,7 +131,7 @@ class Sequence:
                 self._finish("stop", None)           # sampler's last resort)
             else:
                 self.constraint.advance(token)
-                if self.constraint.done:             # the JSON object is complete
+                if self.constraint.done:             # the structure is complete (a closed JSON object)
                     self._finish("stop", None)
         if not self.finished and len(self.output_ids) >= self.params.max_tokens:
             self._finish("length", None)
@@ -151,8 +151,9 @@ class Sequence:
 
     def _finish(self, reason: str, stop_reason) -> None:
         if not isinstance(stop_reason, str):
-            # not a stop string: show the tail the decoder held back (an incomplete character) and the
-            # one the stop checker held back (a possible start of a stop string)
+            # not a stop string: show the tail the decoder held back (text ending in U+FFFD, less the bytes of
+            # an incomplete last character, which are dropped: its tokens stay in output_ids and the usage) and
+            # the one the stop checker held back (a possible start of a stop string)
             if self.decoder is not None:
                 self._show(self.decoder.flush())
                 if self.finished:   # that tail completed a stop string

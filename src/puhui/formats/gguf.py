@@ -35,11 +35,12 @@ def open_gguf(path: str | Path):
     try:
         reader = GGUFReader(str(path), "r")
     except Exception as e:  # the gguf package raises ValueError/IndexError/... on truncation
-        raise BadCheckpoint(f"{path}: bad or truncated GGUF file ({type(e).__name__}: {e})") from None
+        raise BadCheckpoint(f"{path}: damaged GGUF file, bad or truncated ({type(e).__name__}: {e})") from None
     size = path.stat().st_size
     for t in reader.tensors:
         if t.data_offset + t.n_bytes > size:
-            raise BadCheckpoint(f"{path}: tensor {t.name!r} runs past the end of the file: truncated")
+            raise BadCheckpoint(f"{path}: damaged GGUF file: tensor {t.name!r} runs past the end of the file "
+                                f"(truncated)")
     return reader
 
 
@@ -132,13 +133,16 @@ def _parse(path: Path, buf) -> tuple[dict, dict[str, TensorInfo]]:
     tensors = {}
     for name, dims, qtype, offset in infos:
         if qtype not in GGML_QUANT_SIZES:
-            raise BadCheckpoint(f"{path}: tensor {name!r} has unknown type {qtype}")
+            raise BadCheckpoint(f"{path}: damaged GGUF file: tensor {name!r} has unknown type {qtype}")
         block, size = GGML_QUANT_SIZES[qtype]
         count = int(np.prod(dims, dtype=np.int64))
         info = TensorInfo(name, qtype, type_name(qtype), tuple(reversed(dims)), count // block * size,
                           data_start + offset)
+        if name in tensors:
+            raise BadCheckpoint(f"{path}: damaged GGUF file: tensor {name!r} is listed twice")
         if info.offset + info.n_bytes > len(buf):
-            raise BadCheckpoint(f"{path}: tensor {name!r} runs past the end of the file: truncated")
+            raise BadCheckpoint(f"{path}: damaged GGUF file: tensor {name!r} runs past the end of the file "
+                                f"(truncated)")
         tensors[name] = info
     return metadata, tensors
 
@@ -154,11 +158,12 @@ class GGUFFile:
         try:
             self._buf = np.memmap(self.path, dtype=np.uint8, mode="r")
         except ValueError:  # an empty file
-            raise BadCheckpoint(f"{self.path}: not a GGUF file (empty)") from None
+            raise BadCheckpoint(f"{self.path}: not a GGUF file (empty: damaged?)") from None
         try:
             self.metadata, self.tensors = _parse(self.path, self._buf)
         except (struct.error, EOFError, ValueError, IndexError, OverflowError) as e:
-            raise BadCheckpoint(f"{self.path}: bad or truncated GGUF file ({type(e).__name__}: {e})") from None
+            raise BadCheckpoint(f"{self.path}: damaged GGUF file, bad or truncated ({type(e).__name__}: {e})") \
+                from None
 
     @property
     def architecture(self) -> str | None:

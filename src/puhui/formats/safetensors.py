@@ -1,4 +1,5 @@
-"""safetensors: header validation and (sharded, memory-mapped) state-dict loading."""
+"""safetensors: header validation and (sharded, memory-mapped) state-dict loading. A file whose header does not
+hold together is BadCheckpoint saying it is damaged, naming it."""
 from __future__ import annotations
 
 import json
@@ -19,17 +20,18 @@ def read_header(path: str | Path) -> dict:
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise BadCheckpoint(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+            raise BadCheckpoint(f"{path}: damaged safetensors file (shorter than its 8-byte header length)")
         (n,) = struct.unpack("<Q", head)
         if n > _MAX_HEADER or 8 + n > size:
-            raise BadCheckpoint(f"{path}: bad safetensors header (header length {n} for a file of {size} bytes)")
+            raise BadCheckpoint(f"{path}: damaged safetensors file: bad header (header length {n} for a file "
+                                f"of {size} bytes)")
         raw = f.read(n)
     try:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadCheckpoint(f"{path}: bad safetensors header (not JSON: {e})") from None
+        raise BadCheckpoint(f"{path}: damaged safetensors file: bad header (not JSON: {e})") from None
     if not isinstance(header, dict):
-        raise BadCheckpoint(f"{path}: bad safetensors header (not a JSON object)")
+        raise BadCheckpoint(f"{path}: damaged safetensors file: bad header (not a JSON object)")
     data_len = size - 8 - n
     for name, t in header.items():
         if name == "__metadata__":
@@ -37,15 +39,15 @@ def read_header(path: str | Path) -> dict:
         try:
             dtype, shape, (begin, end) = t["dtype"], t["shape"], t["data_offsets"]
         except (KeyError, TypeError, ValueError):
-            raise BadCheckpoint(f"{path}: bad safetensors header entry for tensor {name!r}") from None
+            raise BadCheckpoint(f"{path}: damaged safetensors file: bad header entry for tensor {name!r}") from None
         if dtype not in _DTYPE_BYTES:
-            raise BadCheckpoint(f"{path}: tensor {name!r} has unknown dtype {dtype!r}")
+            raise BadCheckpoint(f"{path}: damaged safetensors file: tensor {name!r} has unknown dtype {dtype!r}")
         count = 1
         for d in shape:
             count *= int(d)
         if not (0 <= begin <= end <= data_len) or end - begin != count * _DTYPE_BYTES[dtype]:
-            raise BadCheckpoint(f"{path}: tensor {name!r} lies outside the file or has the wrong size "
-                                f"(offsets {begin}..{end}, data section {data_len} bytes): truncated?")
+            raise BadCheckpoint(f"{path}: damaged safetensors file: tensor {name!r} lies outside the file or has "
+                                f"the wrong size (offsets {begin}..{end}, data section {data_len} bytes): truncated?")
     return header
 
 
@@ -69,12 +71,15 @@ def shard_files(path: str | Path) -> list[Path]:
 
 def load_state_dict(path: str | Path, device: str = "cpu") -> dict:
     """All tensors of a (possibly sharded) checkpoint, memory-mapped from disk."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     out = {}
     for file in shard_files(path):
         read_header(file)
-        with safe_open(str(file), framework="pt", device=device) as f:
-            for k in f.keys():
-                out[k] = f.get_tensor(k)
+        try:
+            with safe_open(str(file), framework="pt", device=device) as f:
+                for k in f.keys():
+                    out[k] = f.get_tensor(k)
+        except SafetensorError as e:  # what read_header does not check (overlapping tensors ...)
+            raise BadCheckpoint(f"{file}: damaged safetensors file ({e})") from None
     return out

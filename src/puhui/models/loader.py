@@ -1,8 +1,10 @@
 """From a store manifest (or a path) to a ready model: weights, tokenizer and chat template together.
 
 A store model comes as the `Manifest` its caller read (tasks.load reads it once): its files are found through
-it (`Manifest.path` for a GGUF file, `Manifest.folder` for a folder); a local file or folder path is loaded as
-it is. Loading by name is `puhui.load(name)`'s job, not this module's.
+it (`Manifest.path` for a GGUF file, `Manifest.folder` for a folder, every file of which is checked first with
+`Manifest.verify`: a damaged one is ModelCorrupt naming it); a local file or folder path is loaded as it is.
+Loading by name is `puhui.load(name)`'s job, not this module's. A file whose tensors are not the model's (a
+garbled name or shape in its header) is BadCheckpoint saying the file is damaged and naming it.
 
 - GGUF file (llama family): config from the metadata (formats.gguf.hf_config_llama -> LlamaConfig.from_hf),
   weights dequantised (to float32 unless a dtype is asked for), tokenizer and chat template from the metadata.
@@ -20,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import BadInput, ModelNotFound, Unsupported
+from ..errors import BadCheckpoint, BadInput, ModelNotFound, Unsupported
 
 # special tokens that end a chat turn, in the templates of the common model families
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>",
@@ -75,6 +77,7 @@ def _weights_path(manifest_or_path) -> tuple[Path, str]:
             return m.path(), m.name
         if m.folder is None:
             raise ModelNotFound(f"model {m.name!r} is not in a store folder, so its files cannot be found")
+        m.verify()   # the folder's loaders open its files by name: each is checked here first
         return m.folder, m.name
     path = Path(manifest_or_path).expanduser()
     if not path.exists():
@@ -110,9 +113,19 @@ def load_causal_lm(manifest_or_path, dtype=None, device=None, quant: str | None 
         from .llama import Llama, LlamaConfig, from_hf_state_dict
 
         g = read_gguf(path)
-        config = LlamaConfig.from_hf(hf_config_llama(g.metadata, g.tensors))   # Unsupported names the arch
-        state = from_hf_state_dict(hf_state_dict_llama(g, dtype or torch.float32), config)
-        model = build(Llama, config, state, dtype, device, where=str(path))
+        damaged = f"{path}: damaged GGUF file"
+        try:
+            config = LlamaConfig.from_hf(hf_config_llama(g.metadata, g.tensors))   # Unsupported names the arch
+            state = from_hf_state_dict(hf_state_dict_llama(g, dtype or torch.float32), config)
+        except BadCheckpoint as e:
+            raise BadCheckpoint(f"{damaged}: {e}{_unmapped(g)}") from None
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:  # metadata missing or of the wrong type
+            raise BadCheckpoint(f"{damaged}: its metadata do not describe a model ({type(e).__name__}: {e})") \
+                from None
+        try:
+            model = build(Llama, config, state, dtype, device, where=damaged)
+        except BadCheckpoint as e:
+            raise BadCheckpoint(f"{e}{_unmapped(g)}") from None
         tokenizer = Tokenizer.from_gguf(g.metadata)
         for key in ("eot", "eom"):
             token_id = g.metadata.get(f"tokenizer.ggml.{key}_token_id")
@@ -141,6 +154,36 @@ def load_causal_lm(manifest_or_path, dtype=None, device=None, quant: str | None 
     turn = {tokenizer.token_to_id(t) for t in END_OF_TURN_TOKENS if template and t in template}
     turn = {t for t in turn if t is not None and t < config.vocab_size}
     return TextModel(model, config, tokenizer, template, eos_ids, eos_ids | frozenset(turn), label)
+
+
+def _unmapped(g) -> str:
+    """The file's tensors no Llama tensor comes from (a garbled name shows up here), as the end of a message."""
+    from ..formats.gguf import hf_name
+
+    names = [n for n in g.tensors if hf_name(n) is None and not n.startswith("rope_freqs.")]
+    return f"; tensors it has that no Llama tensor is named: {names[:5]}" if names else ""
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a safetensors file into a model built already (a puhui-trained MLP, DeepFM ...): its tensors must be
+    the model's, name for name and shape for shape; BadCheckpoint saying the file is damaged, naming it and the
+    tensors at fault, otherwise (not torch's traceback)."""
+    from ..formats.safetensors import load_state_dict
+
+    state = load_state_dict(path)
+    expected = model.state_dict()
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    if missing or unexpected:
+        raise BadCheckpoint(f"{path}: damaged checkpoint: its tensors are not those of the {type(model).__name__} "
+                            f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})")
+    for name, t in expected.items():
+        if state[name].shape != t.shape:
+            raise BadCheckpoint(f"{path}: damaged checkpoint: tensor {name} has shape {tuple(state[name].shape)}, "
+                                f"the {type(model).__name__} has {tuple(t.shape)}")
+    model.load_state_dict(state)
+    return model
 
 
 def _generation_config_eos(folder: Path) -> set[int]:

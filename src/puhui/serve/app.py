@@ -1,23 +1,24 @@
 """The app factory: models loaded, one worker each, the OpenAI routes, /health and /metrics, and the
-middleware that counts (metrics), guards (API keys) and limits (body size) every request."""
+middleware that counts (metrics), refuses while shutting down (drain), guards (API keys) and limits (body size)
+every request. `app.state.drain` is the app's shutdown (worker.Drain), which serve() runs on SIGTERM."""
 from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from .. import __version__
 from ..errors import ModelNotFound
 from ..tasks.defaults import DEFAULT_MODELS
 from ..tasks.text import TextGenerator
-from .auth import AuthMiddleware, BodyLimitMiddleware, KeyRing
+from .auth import AuthMiddleware, BodyLimitMiddleware, DrainMiddleware, KeyRing, bearer_key
 from .deps import ServedModels
 from .errors import install
 from .metrics import Metrics, MetricsMiddleware
 from .schemas import Health
-from .worker import GenerationWorker, TaskWorker
+from .worker import Drain, GenerationWorker, TaskWorker
 
 log = logging.getLogger("puhui.serve")
 
@@ -89,6 +90,7 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
         aliases = get_settings().aliases
     served = ServedModels(workers, aliases, request_timeout)
     keys = KeyRing(api_keys)
+    drain = Drain(workers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -97,6 +99,9 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
         try:
             yield
         finally:
+            # serve() drained already; under another server (uvicorn's own, a test's) whatever is left still
+            # gets its 503 here, as the workers stop
+            drain.draining = True
             for w in workers.values():
                 w.stop()
 
@@ -106,25 +111,34 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
     app.state.served = served
     app.state.metrics = metrics
     app.state.keys = keys
+    app.state.drain = drain
     install(app)            # handlers, and the innermost middleware
 
-    from . import audio, embeddings, models as model_routes, recommendation, text, vision
-    for module in (model_routes, text, embeddings, recommendation, audio, vision):
+    from . import audio, embeddings, models as model_routes, recommendation, responses, text, vision
+    for module in (model_routes, text, responses, embeddings, recommendation, audio, vision):
         app.include_router(module.router)
 
-    @app.get("/health", response_model=Health, summary="Liveness, and the models served")
-    async def health() -> Health:
-        return Health(models=list(workers))
+    @app.get("/health", response_model=Health, response_model_exclude_none=True,
+             summary="Liveness, and the models served (to a valid key, when the server has keys)",
+             responses={503: {"model": Health, "description": "The server is shutting down"}})
+    async def health(request: Request):
+        key = bearer_key(request.scope.get("headers", ())) if keys else None
+        names = list(workers) if not keys or (key is not None and keys.valid(key)) else None
+        if drain.draining:
+            body = Health(status="shutting_down", models=names).model_dump(exclude_none=True)
+            return JSONResponse(body, status_code=503, headers={"Retry-After": str(drain.retry_after())})
+        return Health(models=names)
 
     @app.get("/metrics", summary="Prometheus metrics (text format)",
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def prometheus(request: Request):
         return Response(metrics.render(), media_type=metrics.content_type)
 
-    # the last added runs first: metrics see everything, then the key check, then the body limit
+    # the last added runs first: metrics see everything, then the drain, the key check, the body limit
     app.add_middleware(BodyLimitMiddleware, limit=max_body,
                        route_limits={**{path: max_audio_body for path in audio.UPLOAD_ROUTES},
                                      **{path: max_image_body for path in vision.UPLOAD_ROUTES}})
     app.add_middleware(AuthMiddleware, keys=keys)
+    app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
     return app

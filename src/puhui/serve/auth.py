@@ -1,6 +1,10 @@
-"""API keys: `Authorization: Bearer KEY` on /v1/* and /metrics when the server has keys (/health and the API
-document stay open). Checked before the body is read, so a stranger learns nothing from 400s. Keys are
-compared in constant time (their sha256 digests, every key each time) and never logged nor echoed."""
+"""What every request passes before a route: the drain (DrainMiddleware: a 503 once the server is shutting
+down), API keys (AuthMiddleware) and the body limit (BodyLimitMiddleware).
+
+API keys: `Authorization: Bearer KEY` on /v1/* and /metrics when the server has keys (/health and the API
+document stay open; /health names the models only to a valid key). Checked before the body is read, so a
+stranger learns nothing from 400s. Keys are compared in constant time (their sha256 digests, every key each
+time) and never logged nor echoed."""
 from __future__ import annotations
 
 import hashlib
@@ -10,6 +14,7 @@ from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import APIError
+from .worker import shutting_down
 
 # documents the scheme in /openapi.json; AuthMiddleware does the checking
 bearer = HTTPBearer(auto_error=False, description="An API key of the server (`puhui serve --api-key`).")
@@ -73,6 +78,39 @@ class AuthMiddleware:
                                headers={"WWW-Authenticate": "Bearer"})
                 return await err.response()(scope, receive, send)
         return await self.app(scope, receive, send)
+
+
+class DrainMiddleware:
+    """Counts the HTTP requests in progress for the Drain (worker.py); once it is draining, a new request is a 503
+    `shutting_down` with Retry-After and `Connection: close`, and responses that start then close their connection
+    too. /health still answers (its own 503, "shutting_down")."""
+
+    def __init__(self, app, drain):
+        self.app = app
+        self.drain = drain
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        drain = self.drain
+        if drain.draining and scope.get("path") != "/health":
+            retry = drain.retry_after()
+            err = shutting_down(f"the server is shutting down and takes no new requests; retry after {retry} s "
+                                f"(a restarted server, or another one)", retry_after=retry)
+            err.headers["Connection"] = "close"
+            return await err.response()(scope, receive, send)
+
+        async def closing_send(message):
+            if message["type"] == "http.response.start" and drain.draining:
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        drain.active += 1
+        try:
+            await self.app(scope, receive, closing_send)
+        finally:
+            drain.active -= 1
 
 
 class BodyLimitMiddleware:

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from fastapi import Request
 
-from .errors import APIError
+from .errors import APIError, quoted
 from .schemas import ErrorResponse, ModelCard
 from .worker import GenerationWorker, TaskWorker
 
@@ -31,8 +31,8 @@ class ServedModels:
     def real_name(self, name: str) -> str:
         real = self.aliases.get(name, name)
         if real not in self.workers:
-            alias = f" (an alias of {real!r})" if real != name else ""
-            raise APIError(404, f"The model {name!r}{alias} does not exist on this server; it serves: "
+            alias = f" (an alias of {quoted(real)})" if real != name else ""
+            raise APIError(404, f"The model {quoted(name)}{alias} does not exist on this server; it serves: "
                                 f"{', '.join(self.workers) or 'nothing'} (see GET /v1/models)",
                            "invalid_request_error", param="model", code="model_not_found")
         return real
@@ -42,8 +42,8 @@ class ServedModels:
         worker = self.workers[self.real_name(name)]
         have = worker_model(worker).task
         if have != task:
-            raise APIError(400, f"model {name!r} is a {have} model; {route} needs a {task} model", param="model",
-                           code="wrong_model_task")
+            raise APIError(400, f"model {quoted(name)} is {_a(have)} model; {route} needs {_a(task)} model",
+                           param="model", code="wrong_model_task")
         return worker
 
     def generation_worker(self, name: str) -> GenerationWorker:
@@ -58,7 +58,9 @@ class ServedModels:
         created = _epoch(getattr(manifest, "created", None)) or self.started
         aliases = sorted(a for a, real in self.aliases.items() if real == name and a != name)
         context = getattr(model, "context_length", None) or getattr(model, "max_length", None)
-        return ModelCard(id=name, created=created, task=model.task, aliases=aliases, context_length=context)
+        dimensions = getattr(model, "dim", None) if model.task == "embeddings" else None
+        return ModelCard(id=name, created=created, task=model.task, aliases=aliases, context_length=context,
+                         capabilities=list(getattr(model, "capabilities", ())), dimensions=dimensions)
 
 
 def served_models(request: Request) -> ServedModels:
@@ -70,12 +72,20 @@ def worker_model(worker: GenerationWorker | TaskWorker):
     return worker.generator if isinstance(worker, GenerationWorker) else worker.model
 
 
-def engine_model(engine: str, model: str | None) -> str:
-    """The model of a legacy /v1/engines/{engine}/... route: the engine, unless the body names another."""
+def engine_model(engine: str, model: str | None, served: ServedModels) -> str:
+    """The model of a legacy /v1/engines/{engine}/... route: the engine (a 404 when it is not served, whatever the
+    body says). A model in the body must be the engine's name, else a 400 (two names, even of one served model, are
+    a confused request): the document states it in words, as OpenAPI cannot tie a body field to a path parameter."""
+    served.real_name(engine)
     if model is not None and model != engine:
-        raise APIError(400, f"model {model!r} in the body differs from the engine {engine!r} in the URL",
-                       param="model", code="invalid_value")
+        raise APIError(400, f"model {quoted(model)} in the body differs from the engine {quoted(engine)} in the URL "
+                            f"(leave model out, or send the engine's name)", param="model", code="invalid_value")
     return engine
+
+
+def _a(word: str) -> str:
+    """'a text-generation', 'an embeddings': the article a task's name takes."""
+    return f"{'an' if word[:1].lower() in tuple('aeiou') else 'a'} {word}"
 
 
 def _epoch(iso) -> int | None:

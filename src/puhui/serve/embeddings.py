@@ -1,5 +1,6 @@
 """POST /v1/embeddings (and the legacy engine route): texts to vectors, float lists or base64. An input beyond
-the model's limit is refused, naming it, never cut; token ids are refused (each model has its own tokenizer)."""
+the model's limit is refused, naming it, never cut; so is an empty string (as OpenAI does: a vector of nothing
+means nothing), and token ids (each model has its own tokenizer)."""
 from __future__ import annotations
 
 import base64
@@ -9,9 +10,7 @@ from fastapi import APIRouter, Request, Security
 from .auth import bearer
 from .deps import ERRORS, engine_model, served_models
 from .errors import APIError, unsupported
-from .schemas import EmbeddingRequest, EmbeddingResponse, LegacyEmbeddingRequest
-
-MAX_EMBEDDING_INPUTS = 2048     # OpenAI's limit on inputs per embeddings request
+from .schemas import MAX_EMBEDDING_INPUTS, EmbeddingRequest, EmbeddingResponse, LegacyEmbeddingRequest
 
 router = APIRouter(prefix="/v1", dependencies=[Security(bearer)], responses=ERRORS)
 
@@ -24,7 +23,7 @@ async def embeddings(body: EmbeddingRequest, request: Request):
 @router.post("/engines/{engine}/embeddings", response_model=EmbeddingResponse,
              summary="Legacy route of openai<1 clients: the model is the engine in the path")
 async def engine_embeddings(engine: str, body: LegacyEmbeddingRequest, request: Request):
-    body.model = engine_model(engine, body.model)
+    body.model = engine_model(engine, body.model, served_models(request))
     return await _embeddings(body, request)
 
 
@@ -40,8 +39,14 @@ async def _embeddings(body: EmbeddingRequest, request: Request):
     if len(texts) > MAX_EMBEDDING_INPUTS:
         raise APIError(400, f"input has {len(texts)} items, more than {MAX_EMBEDDING_INPUTS}", param="input",
                        code="invalid_value")
+    empty = next((i for i, t in enumerate(texts) if not t), None)
+    if empty is not None:
+        where = "input" if isinstance(body.input, str) else f"input[{empty}]"
+        raise APIError(400, f"{where} is an empty string: send text to embed", param="input", code="invalid_value")
     if body.dimensions is not None and body.dimensions != emb.dim:
-        raise unsupported("dimensions", f"{emb.name} makes vectors of {emb.dim} dimensions only")
+        raise APIError(400, f"dimensions {body.dimensions}: {emb.name} makes vectors of {emb.dim} dimensions only "
+                            f"(it was not trained to shorten them); send {emb.dim} or leave dimensions out",
+                       param="dimensions", code="unsupported_value")
     result = await worker.run(lambda model: model.encode(texts, truncate=False))
     if body.encoding_format == "base64":
         data = [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in result.vectors]

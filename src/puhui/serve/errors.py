@@ -1,13 +1,16 @@
 """Every error the server answers, as OpenAI's body: {"error": {"message", "type", "param", "code"}}.
 
 puhui's own errors (errors.py) are mapped here, once: their `http_status` and `kind` give the status and
-type. FastAPI's validation errors (422) become 400s that name the parameter, unknown routes 404s, and
-anything unexpected a 500 that says nothing of the internals (it is logged).
+type. FastAPI's validation errors (422) become 400s that name the parameter, a body that is not JSON a 400
+saying why (empty, not UTF-8, nested too deeply, a syntax error) with code "invalid_json", unknown routes 404s,
+and anything unexpected a 500 that says nothing of the internals (it is logged). A client's string quoted in a
+message (a model name, an unknown field) is cut to NAME_LIMIT characters: an error never echoes a whole body.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 
 from fastapi import FastAPI, Request
@@ -18,6 +21,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import ModelNotFound, PuhuiError
 
 log = logging.getLogger("puhui.serve")
+
+NAME_LIMIT = 100        # characters of a client's string quoted in an error message
+MESSAGE_LIMIT = 2000    # characters of a library error's message (they may quote what they were given)
+
+
+def quoted(text, limit: int = NAME_LIMIT) -> str:
+    """repr(text), cut after `limit` characters with an ellipsis and the whole length: 'abc…' (900000 characters)."""
+    text = str(text)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text)} characters)"
+
+
+def cut(text, limit: int = NAME_LIMIT) -> str:
+    """`text` (a parameter's name, a path) as it is, or its first `limit` characters and an ellipsis."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 class APIError(Exception):
@@ -45,7 +65,9 @@ def from_puhui(e: PuhuiError, param: str | None = None) -> APIError:
     parameter at fault from `param` when the caller knows it, else the exception's own `e.param`, and its
     `code`; never read from the wording."""
     message = str(e) or type(e).__name__
-    param = param or e.param
+    if len(message) > MESSAGE_LIMIT:
+        message = f"{message[:MESSAGE_LIMIT]}… (cut: {len(message)} characters in all)"
+    param = cut(param or e.param) if (param or e.param) else None
     code = e.code
     if isinstance(e, ModelNotFound):
         code = code or "model_not_found"
@@ -68,13 +90,16 @@ def _param_from_loc(loc) -> str | None:
         if isinstance(item, int):
             parts.append(f"[{item}]")
         elif isinstance(item, str) and not _TYPE_TAGS.match(item):
-            parts.append(("." if parts else "") + item)
+            parts.append(("." if parts else "") + cut(item))
     return "".join(parts) or None
 
 
 _EXPECTED = {"string_type": "a string", "int_type": "an integer", "float_type": "a number", "bool_type": "a boolean",
              "list_type": "an array", "dict_type": "an object", "model_type": "an object",
              "model_attributes_type": "an object", "int_from_float": "an integer", "literal_error": None}
+
+
+_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number")
 
 
 def validation_error(errors: list[dict]) -> APIError:
@@ -86,14 +111,21 @@ def validation_error(errors: list[dict]) -> APIError:
     loc = tuple(first.get("loc", ()))
     param = _param_from_loc(loc)
     if kind == "json_invalid":
+        where = f" (at character {loc[1]})" if len(loc) > 1 and isinstance(loc[1], int) else ""
         return APIError(400, "We could not parse the JSON body of your request: "
-                             f"{first.get('ctx', {}).get('error', 'invalid JSON')}. Send valid JSON with "
+                             f"{first.get('ctx', {}).get('error', 'invalid JSON')}{where}. Send valid JSON with "
                              "Content-Type: application/json.", code="invalid_json")
     if kind == "extra_forbidden":
         return APIError(400, f"Unrecognized request argument supplied: {param}", param=param,
                         code="unknown_parameter")
+    if kind == "missing" and param is None:      # no body at all (FastAPI reads an empty one as missing)
+        return APIError(400, "The request body is empty: send the parameters as a JSON object, with "
+                             "Content-Type: application/json.", code="invalid_json")
     if kind == "missing":
         return APIError(400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    if kind in _BOUNDS and _non_finite(first.get("input")):   # NaN fails every comparison: say so, not a bound
+        return APIError(400, f"Invalid value for '{param}': {_number_text(first.get('input'))} is not a finite "
+                             f"number.", param=param, code="invalid_value")
     if param is None:
         return APIError(400, f"The request body must be a JSON object ({first.get('msg', 'invalid')}).",
                         code="invalid_request_body")
@@ -107,6 +139,37 @@ def validation_error(errors: list[dict]) -> APIError:
         return APIError(400, f"Invalid type for '{param}': expected {_EXPECTED[kind]}, but got "
                              f"{_json_type(first.get('input'), 'a value')}.", param=param, code="invalid_type")
     return APIError(400, f"Invalid value for '{param}': {msg}.", param=param, code="invalid_value")
+
+
+def _non_finite(value) -> bool:
+    """NaN or an infinity: a float (Python's JSON parser reads NaN, Infinity), or a form field's text of one."""
+    if isinstance(value, bool):
+        return False
+    try:
+        return not math.isfinite(float(value))
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def _number_text(value) -> str:
+    """A non-finite number as JSON (and forms) spell it: NaN, Infinity, -Infinity."""
+    x = float(value)
+    return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+
+
+def _unparsed_body(cause: BaseException | None) -> APIError | None:
+    """The 400 for a body FastAPI could not read as JSON for another reason than a syntax error (it answers
+    "There was an error parsing the body" and keeps the reason as the exception's cause)."""
+    if isinstance(cause, UnicodeDecodeError):
+        bad = cause.object[cause.start:cause.start + 1]
+        byte = f"byte 0x{bad[0]:02x} at offset {cause.start}" if bad else f"offset {cause.start}"
+        return APIError(400, f"The request body is not valid {cause.encoding.upper()} ({byte}: {cause.reason}). "
+                             "Send JSON as UTF-8 text.", code="invalid_json")
+    if isinstance(cause, RecursionError):
+        return APIError(400, "The JSON body is nested too deeply to parse (arrays or objects inside one another, "
+                             "hundreds of levels deep). Send the parameters as a flat JSON object.",
+                        code="invalid_json")
+    return None
 
 
 def _json_type(value, default: str) -> str:
@@ -141,16 +204,19 @@ def install(app: FastAPI) -> None:
         ctype = request.headers.get("content-type", "")
         if err.param is None and request.method == "POST" and "json" not in ctype:
             err.message = (f"The body must be JSON, sent with Content-Type: application/json "
-                           f"(this request's Content-Type: {ctype or 'none'}).")
+                           f"(this request's Content-Type: {cut(ctype) or 'none'}).")
         return err.response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException):
+        unparsed = _unparsed_body(e.__cause__) if e.status_code == 400 else None
+        if unparsed is not None:
+            return unparsed.response()
         if e.status_code == 404:
-            message = f"Unknown request URL: {request.method} {request.url.path}."
+            message = f"Unknown request URL: {cut(request.method, 20)} {cut(request.url.path)}."
             code = "unknown_url"
         elif e.status_code == 405:
-            message = f"Method {request.method} is not allowed for {request.url.path}."
+            message = f"Method {cut(request.method, 20)} is not allowed for {cut(request.url.path)}."
             code = "method_not_allowed"
         else:
             message = e.detail if isinstance(e.detail, str) else json.dumps(e.detail)

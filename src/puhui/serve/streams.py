@@ -93,7 +93,8 @@ class EventStream(StreamingResponse):
 
 def event_stream(chunks, outs, streams) -> EventStream:
     """SSE of the chunks made from `outs` (the outputs of `streams`), ending with data: [DONE]; an error
-    on the way is sent as an event of OpenAI's error body, and ends the stream."""
+    on the way (a timeout, a failed step, the server shutting down) is sent as an event of OpenAI's error body,
+    and ends the stream: then data: [DONE] too, so that a client waiting for it is not left hanging (vLLM's way)."""
 
     async def events():
         try:
@@ -103,10 +104,8 @@ def event_stream(chunks, outs, streams) -> EventStream:
             return
         except APIError as e:
             yield sse(e.body())
-            return
         except PuhuiError as e:
             yield sse(from_puhui(e).body())
-            return
         finally:
             await chunks.aclose()
             await outs.aclose()

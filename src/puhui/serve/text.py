@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import PuhuiError
 from .auth import bearer
 from .deps import ERRORS, engine_model, served_models
-from .errors import APIError, from_puhui, unsupported
+from .errors import APIError, cut, from_puhui, quoted, unsupported
 from .logprobs import TokenText, chat_logprobs, legacy_logprobs
 from .schemas import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse,
                       LegacyChatCompletionRequest, LegacyCompletionRequest)
@@ -44,7 +44,7 @@ async def completions(body: CompletionRequest, request: Request):
 @router.post("/engines/{engine}/completions", response_model=CompletionResponse, responses={200: _SSE},
              summary="Legacy route of openai<1 clients: the model is the engine in the path")
 async def engine_completions(engine: str, body: LegacyCompletionRequest, request: Request):
-    body.model = engine_model(engine, body.model)
+    body.model = engine_model(engine, body.model, served_models(request))
     return await _completions(body, request)
 
 
@@ -66,13 +66,23 @@ async def _completions(body: CompletionRequest, request: Request):
         sampling["logprobs"] = body.logprobs
     if body.echo:
         sampling["echo"] = True
+    if body.regex is not None and body.grammar is not None:
+        raise APIError(400, "regex and grammar: send one", param="grammar", code="invalid_value")
+    if body.regex is not None:
+        sampling["regex"] = body.regex
+    if body.grammar is not None:
+        sampling["grammar"] = body.grammar
     rid = f"cmpl-{uuid.uuid4().hex}"
+    # an instruction-following completion by default: a text prompt to a chat model is one user turn (as `puhui
+    # run` and Ollama's generate do); raw, and echo (whose text and logprobs are those of what was sent), continue
+    # the prompt as it is
+    chat = bool(gen.chat_template) and not body.raw and not body.echo
 
     def make():
         reqs = []
         for i, p in enumerate(prompts):
             try:
-                reqs.append(gen.prepare(p, chat=False, request_id=f"{rid}-{i}", **sampling))
+                reqs.append(gen.prepare(p, chat=chat and isinstance(p, str), request_id=f"{rid}-{i}", **sampling))
             except PuhuiError as e:
                 err = from_puhui(e)
                 if len(prompts) > 1 and err.param in ("prompt", "max_tokens"):
@@ -84,6 +94,9 @@ async def _completions(body: CompletionRequest, request: Request):
     streams = _submit(worker, reqs)
     ctx = _Ctx(rid, int(time.time()), gen.name, n, body.logprobs, bool(body.echo), include_usage,
                started + served.request_timeout, TokenText(gen.tokenizer, served.token_cache(gen.name)))
+    for p, req in zip(prompts, reqs):
+        if chat and isinstance(p, str):
+            ctx._prompt_texts[req.request_id] = p    # text offsets count from what the client sent
     if body.stream:
         outs = outputs(streams, request, ctx.deadline, served.request_timeout)
         return event_stream(_completion_chunks(ctx, reqs, outs), outs, streams)
@@ -139,15 +152,12 @@ async def _completion_chunks(ctx: _Ctx, reqs, outs):
 
 # OpenAI fields we do not implement, and the values of each that ask for nothing (so they are accepted)
 _CHAT_NEUTRAL = {
-    "tools": ([],), "tool_choice": ("none",), "functions": ([],), "function_call": ("none",),
-    "parallel_tool_calls": (), "audio": (), "modalities": (["text"],), "prediction": (),
+    "audio": (), "modalities": (["text"],), "prediction": (),
     "reasoning_effort": (), "verbosity": (), "web_search_options": (), "service_tier": ("auto", "default"),
     "store": (False,), "metadata": ({},), "moderation": (), "prompt_cache_key": (), "prompt_cache_options": (),
     "prompt_cache_retention": (),
 }
-_WHY = {"tools": "tool calling is not implemented yet", "tool_choice": "tool calling is not implemented yet",
-        "functions": "function calling is not implemented yet", "function_call": "function calling is not implemented yet",
-        "parallel_tool_calls": "tool calling is not implemented yet", "audio": "chat has no audio output",
+_WHY = {"audio": "chat has no audio output",
         "modalities": "only ['text']", "store": "nothing is stored", "metadata": "nothing is stored"}
 
 
@@ -160,7 +170,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
 @router.post("/engines/{engine}/chat/completions", response_model=ChatCompletionResponse, responses={200: _SSE},
              summary="Legacy route of openai<1 clients: the model is the engine in the path")
 async def engine_chat_completions(engine: str, body: LegacyChatCompletionRequest, request: Request):
-    body.model = engine_model(engine, body.model)
+    body.model = engine_model(engine, body.model, served_models(request))
     return await _chat(body, request)
 
 
@@ -173,7 +183,9 @@ async def _chat(body: ChatCompletionRequest, request: Request):
         value = getattr(body, name)
         if value is not None and not _is_neutral(value, neutral):
             raise unsupported(name, _WHY.get(name, ""))
-    json_mode = _json_mode(body.response_format)
+    structure = _structure(body.response_format)
+    json_mode = bool(structure.get("json_mode"))
+    tools, legacy = _tools(body)
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs set to true", param="top_logprobs", code="invalid_value")
     include_usage = _stream_options(body)
@@ -187,9 +199,8 @@ async def _chat(body: ChatCompletionRequest, request: Request):
         raise APIError(400, "'messages' must contain the word 'json' in some form, to use 'response_format' of "
                             "type 'json_object'.", param="messages", code="invalid_value")
     n = body.n or 1
-    sampling = _sampling(body)
-    if json_mode:
-        sampling["json_mode"] = True
+    sampling = {**_sampling(body), **structure, **tools}
+    offered = bool(tools) and tools.get("tool_choice") != "none"
     max_tokens = body.max_completion_tokens or body.max_tokens
     if body.logprobs:
         sampling["logprobs"] = body.top_logprobs or 0
@@ -211,7 +222,8 @@ async def _chat(body: ChatCompletionRequest, request: Request):
                started + served.request_timeout, TokenText(gen.tokenizer, served.token_cache(gen.name)))
     if body.stream:
         outs = outputs(streams, request, ctx.deadline, served.request_timeout)
-        return event_stream(_chat_chunks(ctx, outs), outs, streams)
+        chunks = _tool_chunks(ctx, outs, legacy, gen) if offered else _chat_chunks(ctx, outs)
+        return event_stream(chunks, outs, streams)
     done = await finals(streams, request, ctx.deadline, served.request_timeout)
     if done is None:
         return Response(status_code=499)   # the client left: nobody to answer
@@ -219,8 +231,8 @@ async def _chat(body: ChatCompletionRequest, request: Request):
     choices = []
     for c in out.outputs:
         lp = {"content": chat_logprobs(ctx.tokens, c.logprobs, c), "refusal": None} if body.logprobs else None
-        choices.append({"index": c.index, "message": {"role": "assistant", "content": c.text},
-                        "logprobs": lp, "finish_reason": c.finish_reason})
+        message, finish = _answer(c.text, c.finish_reason, offered, legacy, gen)
+        choices.append({"index": c.index, "message": message, "logprobs": lp, "finish_reason": finish})
     return {"id": rid, "object": "chat.completion", "created": ctx.created, "model": ctx.model,
             "choices": choices, "usage": _usage(done)}
 
@@ -255,18 +267,124 @@ async def _chat_chunks(ctx: _Ctx, outs):
         yield sse({**head, "choices": [], "usage": _usage([final])})
 
 
+def _tools(body) -> tuple[dict, bool]:
+    """(the tools keywords of TextGenerator.prepare, whether they came in the legacy functions form)."""
+    if body.functions is not None and body.tools is not None:
+        raise APIError(400, "functions and tools: send tools (functions is its legacy form)", param="functions",
+                       code="invalid_value")
+    if body.function_call is not None and body.tool_choice is not None:
+        raise APIError(400, "function_call and tool_choice: send tool_choice", param="function_call",
+                       code="invalid_value")
+    legacy = body.functions is not None
+    tools, choice = body.tools, body.tool_choice
+    if legacy:
+        if not isinstance(body.functions, list):
+            raise APIError(400, "functions must be a list", param="functions", code="invalid_type")
+        tools = [{"type": "function", "function": f} for f in body.functions]
+        fc = body.function_call
+        choice = fc if fc in (None, "none", "auto") else (
+            {"type": "function", "function": {"name": fc.get("name")}} if isinstance(fc, dict) else fc)
+    if tools is None or tools == []:
+        if choice is not None:
+            raise APIError(400, "tool_choice is only allowed when tools are given", param="tool_choice",
+                           code="invalid_value")
+        if body.parallel_tool_calls is not None and tools is None:
+            raise APIError(400, "parallel_tool_calls needs tools", param="parallel_tool_calls", code="invalid_value")
+        return {}, legacy
+    return {"tools": tools, "tool_choice": choice, "parallel_tool_calls": body.parallel_tool_calls}, legacy
+
+
+def _answer(text: str, finish: str | None, offered: bool, legacy: bool, gen) -> tuple[dict, str | None]:
+    """(message, finish_reason) of a finished choice: its tool calls when it made some."""
+    calls = gen.tool_calls(text) if offered else None
+    if not calls:
+        return {"role": "assistant", "content": text}, finish
+    if legacy:
+        return {"role": "assistant", "content": None, "function_call": calls[0]["function"]}, "function_call"
+    return {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
+
+
+async def _tool_chunks(ctx: _Ctx, outs, legacy: bool, gen):
+    """Chunks of an answer that may call tools: text that cannot be the start of a call streams as content at
+    once; calls come as OpenAI streams them (id, type and name first, then the arguments in pieces), then the
+    finish reason "tool_calls"."""
+    head = {"id": ctx.id, "object": "chat.completion.chunk", "created": ctx.created, "model": ctx.model}
+    usage_field = {"usage": None} if ctx.include_usage else {}
+    yield sse({**head, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                                    "finish_reason": None} for i in range(ctx.n)], **usage_field})
+    final = None
+    text: dict[int, str] = {}
+    plain: set[int] = set()     # choices known to be plain text: their deltas stream as they come
+    ended: set[int] = set()
+    async for _, out in outs:
+        if out.finished:
+            final = out
+        choices = []
+        for c in out.outputs:
+            if c.index in ended:
+                continue
+            text[c.index] = text.get(c.index, "") + c.delta
+            so_far = text[c.index].lstrip()
+            if c.index not in plain and so_far and not "<tool_call>".startswith(so_far[:11]):
+                plain.add(c.index)
+                c_delta = text[c.index]                  # what was held back, and this delta
+            else:
+                c_delta = c.delta
+            if c.index in plain and c_delta:
+                choices.append({"index": c.index, "delta": {"content": c_delta}, "logprobs": None,
+                                "finish_reason": None})
+            if c.finish_reason:
+                ended.add(c.index)
+                message, finish = _answer(text[c.index], c.finish_reason, c.index not in plain, legacy, gen)
+                if message.get("tool_calls"):
+                    for k, call in enumerate(message["tool_calls"]):
+                        fn = call["function"]
+                        choices.append({"index": c.index, "delta": {"tool_calls": [
+                            {"index": k, "id": call["id"], "type": "function",
+                             "function": {"name": fn["name"], "arguments": ""}}]}, "logprobs": None,
+                            "finish_reason": None})
+                        for a in range(0, len(fn["arguments"]), 16):
+                            choices.append({"index": c.index, "delta": {"tool_calls": [
+                                {"index": k, "function": {"arguments": fn["arguments"][a:a + 16]}}]},
+                                "logprobs": None, "finish_reason": None})
+                elif message.get("function_call"):
+                    fn = message["function_call"]
+                    choices.append({"index": c.index, "delta": {"function_call": {"name": fn["name"],
+                                                                                  "arguments": fn["arguments"]}},
+                                    "logprobs": None, "finish_reason": None})
+                elif c.index not in plain and text[c.index]:
+                    choices.append({"index": c.index, "delta": {"content": text[c.index]}, "logprobs": None,
+                                    "finish_reason": None})
+                choices.append({"index": c.index, "delta": {}, "logprobs": None, "finish_reason": finish})
+        if choices:
+            yield sse({**head, "choices": choices, **usage_field})
+    if ctx.include_usage and final is not None:
+        yield sse({**head, "choices": [], "usage": _usage([final])})
+
+
 def _messages(messages) -> list[dict]:
     """The request's messages as the chat template takes them; refuses what the template cannot carry."""
     out = []
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
-        if m.role in ("tool", "function"):
-            raise unsupported(f"{where}.role", f"role {m.role!r}: tool calling is not implemented yet")
-        for name in ("name", "tool_calls", "tool_call_id", "function_call", "audio"):
-            if getattr(m, name) is not None:
-                why = ("the chat template has no place for a participant's name" if name == "name"
-                       else "tool calling is not implemented yet")
-                raise unsupported(f"{where}.{name}", why)
+        if m.role in ("tool", "function") and not (out and (out[-1].get("tool_calls") or out[-1]["role"] == "tool")):
+            raise APIError(400, f"{where}: a message with role {m.role!r} must answer a preceding assistant message "
+                                f"with tool_calls", param=f"{where}.role", code="invalid_value")
+        if m.audio is not None:
+            raise unsupported(f"{where}.audio", "this model reads text only")
+        if m.name is not None and m.role != "function":
+            raise unsupported(f"{where}.name", "the chat template has no place for a participant's name")
+        if m.tool_call_id is not None and m.role != "tool":
+            raise APIError(400, f"{where}.tool_call_id is only for a tool message", param=f"{where}.tool_call_id",
+                           code="invalid_value")
+        if (m.tool_calls is not None or m.function_call is not None) and m.role != "assistant":
+            raise APIError(400, f"{where}: only an assistant message makes tool calls", param=f"{where}.tool_calls",
+                           code="invalid_value")
+        calls = _history_calls(m, where)
+        if calls:
+            out.append({"role": "assistant", "content": m.content if isinstance(m.content, str) else "",
+                        "tool_calls": calls})
+            continue
         if m.refusal is not None and (m.role != "assistant" or not isinstance(m.refusal, str)):
             raise APIError(400, f"{where}.refusal must be a string, and only in an assistant message",
                            param=f"{where}.refusal", code="invalid_value")
@@ -276,11 +394,11 @@ def _messages(messages) -> list[dict]:
             for j, part in enumerate(content):
                 if part.type != "text":
                     raise unsupported(f"{where}.content[{j}].type",
-                                      f"content of type {part.type!r}: this model reads text only")
+                                      f"content of type {quoted(part.type)}: this model reads text only")
                 extra = sorted(part.model_extra or {})
                 if extra:
-                    raise APIError(400, f"Unrecognized request argument supplied: {where}.content[{j}].{extra[0]}",
-                                   param=f"{where}.content[{j}].{extra[0]}", code="unknown_parameter")
+                    raise APIError(400, f"Unrecognized request argument supplied: {where}.content[{j}].{cut(extra[0])}",
+                                   param=f"{where}.content[{j}].{cut(extra[0])}", code="unknown_parameter")
                 if not isinstance(part.text, str):
                     raise APIError(400, f"{where}.content[{j}].text must be a string",
                                    param=f"{where}.content[{j}].text", code="invalid_type")
@@ -292,8 +410,26 @@ def _messages(messages) -> list[dict]:
             else:
                 raise APIError(400, f"{where}.content is required", param=f"{where}.content",
                                code="missing_required_parameter")
-        out.append({"role": "system" if m.role == "developer" else m.role, "content": content})
+        role = {"developer": "system", "function": "tool"}.get(m.role, m.role)
+        out.append({"role": role, "content": content, **({"tool_call_id": m.tool_call_id} if m.tool_call_id else {})})
     return out
+
+
+def _history_calls(m, where: str) -> list[dict] | None:
+    """An assistant message's earlier calls (tool_calls, or the legacy function_call), checked."""
+    calls = m.tool_calls
+    if m.function_call is not None:
+        calls = [{"id": "call_0", "type": "function", "function": m.function_call}]
+    if calls is None:
+        return None
+    if not isinstance(calls, list):
+        raise APIError(400, f"{where}.tool_calls must be a list", param=f"{where}.tool_calls", code="invalid_type")
+    for j, c in enumerate(calls):
+        fn = c.get("function") if isinstance(c, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(fn.get("arguments", "{}"), str):
+            raise APIError(400, f"{where}.tool_calls[{j}] must be {{id, type: 'function', function: {{name, arguments "
+                                f"(JSON text)}}}}", param=f"{where}.tool_calls[{j}]", code="invalid_value")
+    return calls
 
 
 # ---------------------------------------------------------------------------------------------- shared
@@ -350,19 +486,38 @@ _SAMPLING_FIELDS = ("temperature", "top_p", "n", "stop", "presence_penalty", "fr
                     "logit_bias", "top_k", "min_p", "repetition_penalty", "ignore_eos")
 
 
-def _json_mode(fmt) -> bool:
-    """response_format: text (None too) -> False; json_object -> True (constrained decoding, engine/json_mode.py);
-    json_schema is refused."""
-    if fmt is None:
-        return False
-    if fmt.type == "json_schema":
-        raise unsupported("response_format", "type 'json_schema' (decoding constrained by a schema) is not "
-                                             "implemented yet: use type 'json_object' (any JSON object) and check "
-                                             "the schema yourself")
-    if fmt.json_schema is not None:
-        raise APIError(400, "response_format.json_schema is only for type 'json_schema'",
-                       param="response_format", code="invalid_value")
-    return fmt.type == "json_object"
+def _structure(fmt) -> dict:
+    """The sampling keywords of response_format: text (None too) -> none; json_object -> json_mode; json_schema
+    -> json_schema (its `schema`; `name` is required as OpenAI requires it, `strict` is always honoured)."""
+    if fmt is None or fmt.type == "text":
+        if fmt is not None and fmt.json_schema is not None:
+            raise APIError(400, "response_format.json_schema is only for type 'json_schema'",
+                           param="response_format", code="invalid_value")
+        return {}
+    if fmt.type == "json_object":
+        if fmt.json_schema is not None:
+            raise APIError(400, "response_format.json_schema is only for type 'json_schema'",
+                           param="response_format", code="invalid_value")
+        return {"json_mode": True}
+    spec = fmt.json_schema
+    if not isinstance(spec, dict):
+        raise APIError(400, "response_format of type 'json_schema' needs json_schema: {name, schema, strict}",
+                       param="response_format.json_schema", code="missing_required_parameter")
+    extra = sorted(set(spec) - {"name", "schema", "strict", "description"})
+    if extra:
+        raise APIError(400, f"Unrecognized request argument supplied: response_format.json_schema.{cut(extra[0])}",
+                       param=f"response_format.json_schema.{cut(extra[0])}", code="unknown_parameter")
+    if not isinstance(spec.get("name"), str) or not spec["name"]:
+        raise APIError(400, "response_format.json_schema.name is required (a string)",
+                       param="response_format.json_schema.name", code="missing_required_parameter")
+    schema = spec.get("schema", {"type": "object"})
+    if not isinstance(schema, dict):
+        raise APIError(400, "response_format.json_schema.schema must be a JSON Schema object",
+                       param="response_format.json_schema.schema", code="invalid_type")
+    if spec.get("strict") not in (None, True, False):
+        raise APIError(400, "response_format.json_schema.strict must be a boolean",
+                       param="response_format.json_schema.strict", code="invalid_type")
+    return {"json_schema": schema}
 
 
 def _sampling(body) -> dict:
@@ -386,6 +541,9 @@ def _usage(finals) -> dict:
 
 
 def _prompt_text(ctx: _Ctx, req) -> str:
+    """The prompt as the client sent it (text offsets of logprobs count from its end)."""
+    if req.request_id in ctx._prompt_texts:
+        return ctx._prompt_texts[req.request_id]
     if req.prompt is not None:
         return req.prompt
     if req.request_id not in ctx._prompt_texts:

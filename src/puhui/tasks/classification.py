@@ -217,7 +217,7 @@ class Classifier:
     """A trained tabular classifier from the store."""
 
     def __init__(self, manifest):
-        from safetensors.torch import load_file
+        from ..models.loader import load_weights
 
         self.manifest = manifest
         ex = manifest.extra
@@ -226,7 +226,7 @@ class Classifier:
         self.encoder = TabularEncoder.from_dict(ex["encoder"])
         self.model = MLP(MLPConfig(n_in=len(self.encoder.feature_names), n_out=len(self.classes),
                                    hidden=tuple(ex["hidden"])))
-        self.model.load_state_dict(load_file(str(manifest.path("model.safetensors"))))
+        load_weights(self.model, manifest.path("model.safetensors"))   # checked; a damaged file names itself
         self.model.eval()
 
     def predict_proba(self, df, source: str = "data") -> np.ndarray:

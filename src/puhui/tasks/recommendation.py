@@ -32,6 +32,8 @@ class Recommender:
     def __init__(self, manifest, **options):
         from safetensors.torch import load_file
 
+        from ..models.loader import load_weights
+
         if options:
             raise Unsupported(f"a recommendation model takes no load options (got {', '.join(options)})")
 
@@ -43,7 +45,7 @@ class Recommender:
         self.models = {}
         for phase, cfg in ex["configs"].items():
             m = DeepFM(DeepFMConfig(**cfg))
-            m.load_state_dict(load_file(str(manifest.path(f"{phase}.safetensors"))))
+            load_weights(m, manifest.path(f"{phase}.safetensors"))
             self.models[phase] = m.eval()
         self.catalog = None
         if self.spec.user or self.spec.item:

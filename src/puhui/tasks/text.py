@@ -9,24 +9,31 @@
     emb.embed(["a sentence", "another"])          # np.ndarray float32 [2, 384]
 
 Sampling keywords are SamplingParams' fields (max_tokens, temperature, top_k, top_p, min_p, repetition_penalty,
-presence_penalty, frequency_penalty, logit_bias, stop, stop_token_ids, seed, n, logprobs, echo, ignore_eos).
+presence_penalty, frequency_penalty, logit_bias, stop, stop_token_ids, seed, n, logprobs, echo, ignore_eos,
+json_mode), and what the output must be: json_schema= (a dict), regex=, grammar= (Lark, or llama.cpp's GBNF):
+
+    gen.chat("Ann is 31. Her name and age?", json_schema={"type": "object", "properties": {"name": {"type":
+             "string"}, "age": {"type": "integer"}}, "required": ["name", "age"]}).text
 """
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..engine.llm_engine import CACHE_STEP, LLMEngine
+from ..engine.constraints import Structure
 from ..engine.sampling import SamplingParams
 from ..engine.sequence import Request, RequestOutput, TokenLogprob, Usage
 from ..errors import BadInput, TooLong, Unsupported
 
 DEFAULT_MAX_TOKENS = 256
+STRUCTURE_OPTIONS = ("json_schema", "regex", "grammar")   # keywords that set what the output must be
 _SAMPLING_FIELDS = {f.name for f in fields(SamplingParams)}
 
 
@@ -37,6 +44,7 @@ class Choice:
     tokens: list[int]
     finish_reason: str | None
     logprobs: list[TokenLogprob | None] | None = None
+    tool_calls: list[dict] | None = None      # with tools: OpenAI's tool_calls (finish_reason "tool_calls")
 
 
 @dataclass
@@ -51,6 +59,7 @@ class GenerationResult:
     choices: list[Choice]
     logprobs: list[TokenLogprob | None] | None = None
     prompt_tokens: list[int] | None = None
+    tool_calls: list[dict] | None = None
 
     @classmethod
     def from_output(cls, out: RequestOutput) -> "GenerationResult":
@@ -96,18 +105,32 @@ class TextGenerator:
         self.max_batch = max_batch
         self.engine = LLMEngine(self.model, self.tokenizer, max_batch=max_batch, context_length=self.context_length,
                                 eos_ids=self.loaded.eos_ids, slots=1, positions=CACHE_STEP)
+        self.sampling_defaults = sampling_defaults(manifest, self.name)
         self._ids = itertools.count()
 
     def __repr__(self) -> str:
         return f"TextGenerator({self.name!r}, context_length={self.context_length})"
 
+    @property
+    def capabilities(self) -> list[str]:
+        """What this model answers (GET /v1/models lists it): completions, chat and tool calls with a template,
+        structured outputs (JSON mode, JSON schemas, regular expressions, grammars)."""
+        chat = ["chat", "tools"] if self.chat_template else []
+        return ["completions", *chat, "json_object", "json_schema", "regex", "grammar", "logprobs"]
+
     # ------------------------------------------------------------------------------------------ prompts
 
     def params(self, prompt_tokens: int = 0, chat: bool = False, default_max_tokens: int | None = DEFAULT_MAX_TOKENS,
                **sampling) -> SamplingParams:
-        """SamplingParams from keywords. Without max_tokens: default_max_tokens (256), or what is left of the
-        context if less (None: all that is left). For chat, the template's end-of-turn tokens stop too."""
+        """SamplingParams from keywords (None: left out). What is left out comes from the model's own defaults
+        (`sampling_defaults`), then SamplingParams'. Without max_tokens: default_max_tokens (256), or what is
+        left of the context if less (None: all that is left). For chat, the template's end-of-turn tokens stop
+        too."""
+        sampling = {k: v for k, v in sampling.items() if v is not None}
         _known_options(sampling)
+        for k, v in self.sampling_defaults.items():
+            sampling.setdefault(k, v)
+        _structure_options(sampling)
         if sampling.get("max_tokens") is None:
             room = self.context_length - prompt_tokens
             if default_max_tokens is None:
@@ -130,15 +153,20 @@ class TextGenerator:
         return self.tokenizer.render_chat(list(messages), add_generation_prompt=True)
 
     def prepare(self, prompt, *, chat: bool | None = None, request_id: str | None = None,
-                default_max_tokens: int | None = DEFAULT_MAX_TOKENS, **sampling) -> Request:
+                default_max_tokens: int | None = DEFAULT_MAX_TOKENS, tools=None, tool_choice=None,
+                parallel_tool_calls: bool | None = None, **sampling) -> Request:
         """An engine request, checked (sampling options, vocabulary, context window) but not queued: of a text
         or token-id prompt, or, when `chat` (default: when `prompt` is a list of message dicts), of messages
         through the chat template (a string is then one user message). Errors name their parameter: a
-        template that cannot take the messages is about "messages". `default_max_tokens`: see params()."""
+        template that cannot take the messages is about "messages". `default_max_tokens`: see params().
+        tools / tool_choice / parallel_tool_calls: OpenAI's, for chat (text/tools.py: the calls are
+        constrained to the tools' schemas; `tool_calls(text)` reads them back)."""
         chat = _is_messages(prompt) if chat is None else chat
+        if tools is not None and not chat:
+            raise BadInput("tools are for chat (messages through the chat template)", param="tools")
         if chat:
             try:
-                text = self.render(prompt)
+                text = self._render(prompt, tools, tool_choice, parallel_tool_calls, sampling)
             except BadInput as e:
                 e.param = e.param or "messages"
                 raise
@@ -151,6 +179,39 @@ class TextGenerator:
         req = self.engine.make_request(ids, params, request_id=request_id or f"gen-{next(self._ids)}")
         req.prompt = text
         return req
+
+    def _render(self, messages, tools, tool_choice, parallel, sampling: dict) -> str:
+        """The chat prompt of messages, with the tools offered (and the structure of their calls put into
+        `sampling`) when there are tools; a history with tool calls and results in any case."""
+        from ..text import tools as tool_format
+
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        messages = list(messages)
+        history = any(m.get("role") == "tool" or m.get("tool_calls") for m in messages if isinstance(m, dict))
+        if tools is None and not history:
+            return self.render(messages)
+        if not self.chat_template:
+            raise Unsupported(f"model {self.name!r} has no chat template; use generate() with a plain prompt",
+                              param="messages")
+        functions, choice, parallel = tool_format.check_tools(tools, tool_choice, parallel) if tools is not None \
+            else ([], "none", False)
+        own = "tools" in self.chat_template
+        msgs, extra = tool_format.render_messages(messages, functions, own, offer=choice != "none")
+        if choice != "none":
+            if sampling.get("json_mode") or any(sampling.get(k) is not None for k in STRUCTURE_OPTIONS):
+                raise BadInput("tools and a response format: the answer is either tool calls or the format",
+                               param="tools")
+            from ..engine.constraints import JSON_OPTIONS
+            sampling["structure"] = Structure("lark", tool_format.grammar(functions, choice, parallel, JSON_OPTIONS))
+        return self.tokenizer.render_chat(msgs, add_generation_prompt=True, **extra)
+
+    @staticmethod
+    def tool_calls(text: str) -> list[dict] | None:
+        """OpenAI's tool_calls of an answer to a request with tools (None: the answer is text)."""
+        from ..text.tools import parse
+
+        return parse(text)
 
     # ------------------------------------------------------------------------------------------ doors
 
@@ -166,8 +227,18 @@ class TextGenerator:
 
     def chat(self, messages, **sampling) -> GenerationResult:
         """Answer a conversation ([{"role": ..., "content": ...}], or a string as one user message) with the
-        model's chat template; the answer ends at the template's end-of-turn token."""
-        return self._run([self.prepare(messages, chat=True, **sampling)])[0]
+        model's chat template; the answer ends at the template's end-of-turn token. With tools=[...] (OpenAI's
+        tools, tool_choice, parallel_tool_calls), a choice that calls tools has tool_calls and finish_reason
+        "tool_calls"."""
+        offered = sampling.get("tools") is not None and sampling.get("tool_choice") != "none"
+        result = self._run([self.prepare(messages, chat=True, **sampling)])[0]
+        if offered:
+            for c in result.choices:
+                c.tool_calls = self.tool_calls(c.text)
+                if c.tool_calls:
+                    c.finish_reason = "tool_calls"
+            result.tool_calls, result.finish_reason = result.choices[0].tool_calls, result.choices[0].finish_reason
+        return result
 
     def stream(self, prompt_or_messages, **sampling) -> Iterator[str]:
         """Text deltas as they are generated (never a split character). A string is a plain prompt; a list of
@@ -198,15 +269,73 @@ class TextGenerator:
         return len(self.tokenizer.encode(text))
 
 
+SAMPLING_DEFAULTS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+
+
+def sampling_defaults(manifest, name: str) -> dict:
+    """The model's own sampling defaults, for requests that leave them out (as vLLM does): its
+    generation_config.json (a Hugging Face checkpoint), then those its manifest records (a packaged model's
+    card: extra["sampling"]), then `[sampling.NAME]` in config.toml. Checked here: a bad value is a BadInput
+    naming where it came from."""
+    from ..settings import get_settings
+    from ..store.manifest import read_json
+
+    folder = Path(manifest) if isinstance(manifest, (str, Path)) else getattr(manifest, "folder", None)
+    out = {}
+    if folder is not None:
+        config = read_json(Path(folder) / "generation_config.json", {})
+        out.update({k: v for k, v in (config if isinstance(config, dict) else {}).items() if k in SAMPLING_DEFAULTS})
+    extra = getattr(manifest, "extra", None) or {}
+    for source, values in (("the manifest's extra.sampling", extra.get("sampling")),
+                           (f"config.toml [sampling.{name}]", get_settings().sampling.get(name))):
+        if not values:
+            continue
+        unknown = sorted(set(values) - set(SAMPLING_DEFAULTS))
+        if unknown:
+            raise BadInput(f"{source}: {unknown[0]!r} is not a sampling default (use {', '.join(SAMPLING_DEFAULTS)})")
+        out.update(values)
+    try:
+        SamplingParams(**out)
+    except BadInput as e:
+        raise BadInput(f"the sampling defaults of {name!r} ({out}): {e}", param=e.param) from None
+    return out
+
+
 def check_sampling(**sampling) -> None:
     """BadInput, naming the option, for sampling options that no model could take (checked before loading one);
     None means left out."""
+    sampling = dict(sampling)
     _known_options(sampling)
+    _structure_options(sampling)
     SamplingParams(**{k: v for k, v in sampling.items() if v is not None})
 
 
+def _structure_options(sampling: dict) -> None:
+    """json_schema= (a dict or its JSON text), regex= or grammar= (Lark, or GBNF when it has '::=') become
+    the request's structure (engine/constraints.py)."""
+    given = [k for k in STRUCTURE_OPTIONS if sampling.get(k) is not None]
+    for k in STRUCTURE_OPTIONS:
+        if sampling.get(k) is None:
+            sampling.pop(k, None)
+    if not given:
+        return
+    if len(given) > 1 or sampling.get("json_mode") or sampling.get("structure") is not None:
+        raise BadInput(f"{given[-1]}: ask for one structure of the output (json_mode, json_schema, regex or "
+                       f"grammar)", param=given[-1])
+    name = given[0]
+    value = sampling.pop(name)
+    if name == "json_schema":
+        sampling["structure"] = Structure.json_schema(value)
+    elif not isinstance(value, str) or not value:
+        raise BadInput(f"{name} must be a non-empty string", param=name)
+    elif name == "regex":
+        sampling["structure"] = Structure("regex", value)
+    else:
+        sampling["structure"] = Structure("gbnf" if "::=" in value else "lark", value)
+
+
 def _known_options(sampling: dict) -> None:
-    unknown = sorted(set(sampling) - _SAMPLING_FIELDS)
+    unknown = sorted(set(sampling) - _SAMPLING_FIELDS - set(STRUCTURE_OPTIONS))
     if unknown:
         raise BadInput(f"unknown sampling option {unknown[0]!r} (known: {', '.join(sorted(_SAMPLING_FIELDS))})",
                        param=unknown[0])
@@ -232,6 +361,8 @@ class Embedder:
         self.tokenizer = self.encoder.tokenizer
         self.batch_size = batch_size
         self.device = next(self.model.parameters()).device
+
+    capabilities = ("embeddings",)
 
     def __repr__(self) -> str:
         return f"Embedder({self.name!r}, dim={self.dim})"
