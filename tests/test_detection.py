@@ -394,6 +394,13 @@ def test_detector_output_and_drawing(detector_model, tiny, tmp_path):
         det.detect(image, threshold=1.5)
     with pytest.raises(BadInput, match="not an image"):
         det.detect(tiny / "train" / "annotations.json")
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(image.read_bytes()[:-40])
+    with pytest.raises(BadInput, match="truncated") as e:
+        det.open_image(cut, max_pixels=40_000_000, param="file")
+    assert (e.value.param, e.value.code) == ("file", "invalid_image")
+    with pytest.raises(BadInput, match="truncated"):
+        det.detect(cut)
 
 
 def test_cli_detect_lines_json_and_errors(detector_model, home, tiny, tmp_path):
@@ -456,9 +463,16 @@ def test_http_detections_multipart_json_and_errors(detector_model, tiny, tmp_pat
         assert error(400, files={"file": ("notes.txt", text)}, data={"model": "tiny-detr"})["param"] == "file"
         err = error(400, json={"model": "tiny-detr", "image": base64.b64encode(text).decode()})
         assert err["param"] == "image" and "not an image" in err["message"]
+        assert err["code"] == "invalid_image" and err["message"].startswith("'image' is not an image") and \
+            "BytesIO" not in err["message"]                               # no memory address
         assert error(400, json={"model": "tiny-detr", "image": "%%% not base64"})["param"] == "image"
         err = error(400, files={"file": ("bomb.png", bomb())}, data={"model": "tiny-detr"})
         assert err["param"] == "file" and "decompression bomb" in err["message"], err
+        assert err["code"] == "image_too_large" and "8000x8000 = 64,000,000 pixels, more than the 40,000,000" in \
+            err["message"]
+        cut = png[:len(png) - 30]
+        err = error(400, files={"file": ("cut.png", cut)}, data={"model": "tiny-detr"})
+        assert (err["param"], err["code"]) == ("file", "invalid_image") and "truncated" in err["message"], err
         err = error(400, json={"model": "tiny-detr", "image": base64.b64encode(bomb()).decode()})
         assert "decompression bomb" in err["message"], err
         assert error(413, files={"file": ("big.png", bytes(2 << 20))}, data={"model": "tiny-detr"})["code"] == \

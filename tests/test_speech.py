@@ -362,6 +362,11 @@ def test_voice_streams_sentences_and_honours_speed(models):
         voice.speak("   ")
     with pytest.raises(BadInput, match="nothing to say"):
         voice.speak("... !!")
+    for nothing in ("😀 🎉", "\x01\x02", "…"):          # one rule: no letter or digit, nothing to say (a 400)
+        with pytest.raises(BadInput, match="nothing to say") as e:
+            voice.speak(nothing)
+        assert e.value.code == "nothing_to_say"
+    assert len(voice.speak("Hello 😀 there.")[0]) > len(voice.speak("Hello there.")[0])   # "grinning face"
 
 
 # ---- HTTP ----
@@ -450,6 +455,8 @@ def test_http_audio_errors(models, clips, monkeypatch):
         assert upload(413, ("big.wav", bytes(5 << 20)))["code"] == "request_too_large"
         silence = encode(np.zeros(16000 * 3, np.float32), 16000, "wav")
         assert upload(200, ("silence.wav", silence)).json() == {"text": ""}
+        err = upload(400, ("cut.wav", silence[:1000]))                  # the data chunk declares 96,000 bytes
+        assert (err["param"], err["code"]) == ("file", "invalid_file") and "truncated audio" in err["message"]
         assert upload(200, response_format="text").text.strip().lower().startswith("the quick brown fox")
 
         def speech(status, **body):
@@ -463,6 +470,8 @@ def test_http_audio_errors(models, clips, monkeypatch):
         assert speech(400, voice="bob")["param"] == "voice"
         assert speech(400, speed=4.5)["param"] == "speed"
         assert speech(400, input="...")["param"] == "input"
+        for nothing in ("😀😀", "\u0001\u0002", "…"):
+            assert speech(400, input=nothing)["code"] == "nothing_to_say"
         assert speech(400, model="whisper-1")["code"] == "wrong_model_task"
         assert speech(400, instructions="whisper it")["param"] == "instructions"
         assert speech(400, colour="red")["param"] == "colour"

@@ -3,11 +3,16 @@
 Files are decoded by libsndfile (through soundfile): WAV, FLAC, OGG/Vorbis/Opus, AIFF ..., and MP3 where
 the libsndfile build has it (1.1 and later). Several channels are averaged to one; other sample rates
 are converted with a polyphase filter (scipy.signal.resample_poly), the anti-aliasing kind of resampling.
+
+A truncated file is refused, never read in part: libsndfile reports a cut FLAC or Ogg file, but reads a WAV or
+AIFF whose data chunk declares more bytes than the file holds as if it were whole (it only logs "should be"),
+so those chunk sizes are checked here first (a stream's "length unknown", 0xFFFFFFFF, is taken as it says).
 """
 from __future__ import annotations
 
 import io
 import os
+import struct
 from fractions import Fraction
 from pathlib import Path
 
@@ -35,7 +40,9 @@ def load_audio(source, sr: int = SAMPLE_RATE, source_sr: int | None = None) -> n
     if isinstance(source, (str, os.PathLike)):
         samples, rate = _read_file(Path(source))
     elif isinstance(source, (bytes, bytearray, memoryview)):
-        samples, rate = _decode(io.BytesIO(bytes(source)), bytes(source[:16]), "the audio bytes")
+        data = bytes(source)
+        _check_data_chunk(io.BytesIO(data), len(data), "the audio bytes")
+        samples, rate = _decode(io.BytesIO(data), data[:16], "the audio bytes")
     else:
         samples, rate = _from_array(source), source_sr or sr
     return _resample(_to_mono(samples), rate, sr)
@@ -48,7 +55,34 @@ def _read_file(path: Path) -> tuple[np.ndarray, int]:
         raise BadInput(f"{path}: empty file, not audio")
     with open(path, "rb") as f:
         head = f.read(16)
+        _check_data_chunk(f, path.stat().st_size, str(path))
     return _decode(path, head, str(path))
+
+
+_UNKNOWN_LENGTH = 0xFFFFFFFF
+
+
+def _check_data_chunk(f, size: int, name: str) -> None:
+    """BadInput for a WAV (RIFF) or AIFF file whose sample data chunk declares more bytes than the file holds."""
+    f.seek(0)
+    head = f.read(12)
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        order, data_id, what = "<", b"data", "data"
+    elif head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        order, data_id, what = ">", b"SSND", "SSND"
+    else:
+        return
+    pos = 12
+    while pos + 8 <= size:
+        f.seek(pos)
+        chunk, length = struct.unpack(order + "4sI", f.read(8))
+        if chunk == data_id:
+            there = size - pos - 8
+            if there < length != _UNKNOWN_LENGTH:
+                raise BadInput(f"{name}: truncated audio: the {what} chunk declares {length:,} bytes, {there:,} "
+                               "are there")
+            return
+        pos += 8 + length + (length & 1)          # chunks are padded to an even size
 
 
 def _decode(file, head: bytes, name: str) -> tuple[np.ndarray, int]:

@@ -11,6 +11,11 @@ text is cut into sentences and clauses by its punctuation: a run of . ! ? ; : , 
 end (so 3.5 and 1,000 stay whole; a few abbreviations such as "Dr." do not end a sentence). Plain `--ipa`
 is used: espeak-ng 1.51's `--ipa=3` puts zero-width joiners inside diphthongs, which are not phonemes.
 
+What is spoken: text with words in it, a letter or a digit of any script (`has_words`); emoji, punctuation,
+symbols, control characters and whitespace alone are nothing to say (a caller refuses them), which holds whatever
+this espeak-ng's emoji dictionary knows. Among words, espeak-ng reads the emoji and symbols it knows by name
+("Hello 😀" -> "hello grinning face"; "$" -> "dollar") and skips the rest; control characters are dropped first.
+
 Ids (Piper's phonemes_to_ids): "^" (BOS), then every phoneme followed by the pad "_", then "$" (EOS);
 phonemes the map lacks are skipped, as Piper does.
 """
@@ -30,6 +35,7 @@ _CLAUSE = re.compile(r"(.*?)([.!?;:,]+)([\"'”’)\]]*)(?=\s|$)|(.+)$", re.S)
 _ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "e.g", "i.e", "no", "mt", "fig"}
 _LANGUAGE_FLAG = re.compile(r"\([a-z]{2,3}(?:-[a-z0-9-]+)?\)")
 ESPEAK_TIMEOUT_S = 60
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x9f]")     # control characters that str.split() keeps
 
 
 @dataclass(frozen=True)
@@ -42,9 +48,14 @@ class Clause:
         return self.terminator in SENTENCE_ENDS   # "" too: the end of the text
 
 
+def has_words(text: str) -> bool:
+    """Whether the text has something to say: a letter or a digit (Unicode's L and N categories)."""
+    return any(unicodedata.category(c)[0] in "LN" for c in str(text))
+
+
 def split_sentences(text: str) -> list[list[Clause]]:
-    """The text's sentences, each a list of clauses with their punctuation."""
-    text = " ".join(str(text).split())
+    """The text's sentences, each a list of clauses with their punctuation (control characters dropped)."""
+    text = " ".join(_CONTROL.sub(" ", str(text)).split())
     sentences: list[list[Clause]] = []
     current: list[Clause] = []
     pending = ""    # an abbreviation's clause, carried into the next one

@@ -188,16 +188,18 @@ async def speech(body: SpeechRequest, request: Request):
         chunks = voice_model.encoded(body.input, fmt, body.speed, sample_rate=rate)
         try:
             return next(chunks, b"")
-        except PuhuiError as e:
-            raise from_puhui(e, param="input") from None
+        except PuhuiError as e:      # the Voice's "text" is this route's "input"
+            raise from_puhui(e, param="input" if e.param in (None, "text") else None) from None
 
-    first = await worker.run(start)    # a text with nothing to say fails here, as a 400
+    first = await worker.run(start)    # a text with nothing to say fails here, as a 400 (code nothing_to_say)
 
     async def audio():
         yield first
         while True:
             try:
                 data = await worker.run(lambda _: next(chunks, None))
+            except APIError:   # the server is draining, or the call timed out: the audio ends here
+                return
             except Exception:  # noqa: BLE001 - the status is sent: end the stream, and say why in the log
                 log.exception("speech synthesis failed mid-stream for %s", worker.name)
                 return

@@ -3,9 +3,11 @@
 The image comes either as a multipart upload (`file`, with `model` and `threshold` as form fields, as the audio
 routes take theirs) or in a JSON body as base64 (`image`: the bytes, or a data: URL). Uploads may be up to
 create_app's max_image_body (default 20 MiB, OpenAI's limit for images); beyond, a 413. An image of more than
-MAX_PIXELS pixels is refused from its header, before it is decoded (a decompression bomb), and bytes that are no
-image are a 400 naming the field. The route reads the request and shapes the answer; opening the image and
-detecting are the Detector's (puhui.tasks.detection), which owns the model's processing.
+MAX_PIXELS pixels, or of more than its upload's size accounts for (above 4 MP, 4,000 pixels a byte), is refused
+from its header, before it is decoded (a decompression bomb: code image_too_large); bytes that are no image, or
+truncated or corrupt image data, are refused before any model work (decoded whole and checked: invalid_image).
+Each is a 400 naming the field (`file` or `image`). The route reads the request and shapes the answer; opening
+the image and detecting are the Detector's (puhui.tasks.detection), which owns the model's processing.
 """
 from __future__ import annotations
 
@@ -82,10 +84,10 @@ async def detections(request: Request):
 
     def detect(detector):
         try:
-            image = detector.open_image(data, max_pixels=MAX_PIXELS)
+            image = detector.open_image(data, max_pixels=MAX_PIXELS, param=field)
         except PuhuiError as e:
             err = from_puhui(e, param=field)
-            err.code = "invalid_image"
+            err.code = err.code or "invalid_image"
             raise err from None
         return image.size, detector.detect(image, body.threshold)
 

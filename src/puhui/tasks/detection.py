@@ -191,10 +191,12 @@ class Detector:
             raise BadCheckpoint(f"{where}: cannot build the DETR of its config.json ({e})") from None
         self.model = prepare_for_inference(model)
 
-    def open_image(self, image, max_pixels: int | None = None):
-        """The RGB image of a path, bytes, a PIL image or a uint8 array [h, w, 3]; BadInput when it is no image or
-        has more than max_pixels pixels (checked from its header, before decoding)."""
-        return open_rgb(image, max_pixels)
+    def open_image(self, image, max_pixels: int | None = None, param: str | None = None):
+        """The RGB image of a path, bytes, a PIL image or a uint8 array [h, w, 3], decoded whole; BadInput (about
+        `param`, with a code) when it is no image, truncated or corrupt ("invalid_image"), or has more than
+        max_pixels pixels or more than its file's size accounts for ("image_too_large": checked from its header,
+        before decoding; vision.detr_processing.open_rgb)."""
+        return open_rgb(image, max_pixels, param)
 
     def detect(self, image, threshold: float = 0.7) -> list[dict]:
         """Objects scoring above threshold, best first: {"label", "score", "box": [x0, y0, x1, y1] in pixels,

@@ -237,23 +237,30 @@ class Voice:
 
     def stream(self, text: str, speed: float = 1.0) -> Iterator[np.ndarray]:
         """float32 samples, a sentence at a time (each followed by a short pause, but the last)."""
-        from ..audio.phonemes import phonemize_clauses, split_sentences
+        from ..audio.phonemes import has_words, phonemize_clauses, split_sentences
 
         _check_speed(speed)
-        if not isinstance(text, str) or not text.strip():
-            raise BadInput("the text to speak is empty")
+        if not isinstance(text, str):
+            raise BadInput(f"the text to speak must be a string, not {type(text).__name__}", param="text")
+        if not text.strip():
+            raise _nothing_to_say("the text to speak is empty")
+        if not has_words(text):       # the one rule: without a letter or a digit there is nothing to say
+            raise _nothing_to_say(f"nothing to say in the text {text[:80]!r}: it has no words (no letter or digit); "
+                                  "emoji, punctuation, symbols or control characters alone are not spoken")
         sentences = split_sentences(text)
         gap = np.zeros(int(SENTENCE_SILENCE_S * self.sample_rate), dtype=np.float32)
+        no_ids = len(self.voice.ids(""))
         spoke = False
         for i, clauses in enumerate(sentences):
             phonemes = phonemize_clauses(clauses, self.voice.config.espeak_voice)
-            if not phonemes.strip():
+            ids = self.voice.ids(phonemes)
+            if len(ids) == no_ids:    # no phoneme the voice knows: it would only make a breath of silence
                 continue
-            audio = self.voice.synthesize(self.voice.ids(phonemes), speed)
+            audio = self.voice.synthesize(ids, speed)
             spoke = True
             yield np.concatenate([audio, gap]) if i < len(sentences) - 1 else audio
         if not spoke:
-            raise BadInput(f"nothing to say in the text {text[:80]!r}: no words espeak-ng can pronounce")
+            raise _nothing_to_say(f"nothing to say in the text {text[:80]!r}: no words espeak-ng can pronounce")
 
     def speak(self, text: str, speed: float = 1.0) -> tuple[np.ndarray, int]:
         """(float32 samples, sample rate) of the whole text."""
@@ -287,6 +294,12 @@ class Voice:
         tail = encoder.close()
         if tail:
             yield tail
+
+
+def _nothing_to_say(message: str) -> BadInput:
+    e = BadInput(message, param="text")
+    e.code = "nothing_to_say"
+    return e
 
 
 def _check_speed(speed) -> None:

@@ -10,8 +10,12 @@ detectors are trained at a fixed square size (`square`), which their run writes 
 """
 from __future__ import annotations
 
+import re
+import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,10 +30,27 @@ BILINEAR = 2                                   # PIL's number for its bilinear f
 SIZE_KEYS = ({"shortest_edge", "longest_edge"}, {"shortest_edge"}, {"height", "width"}, {"max_height", "max_width"})
 
 
-def open_rgb(image, max_pixels: int | None = None):
-    """A PIL RGB image from a path, bytes, a PIL image or a uint8 array [h, w, 3]; BadInput when it is not an
-    image, or when it has more than max_pixels pixels (read from the header before anything is decoded: a
-    decompression bomb; default PIL's own limit)."""
+# Decoding is bounded relative to the upload (`open_rgb`'s max_pixels, a door's limits): any image may have up to
+# FREE_PIXELS pixels (decoding 4 MP costs some 40 ms here); a larger one needs at least a byte of file per
+# PIXELS_PER_BYTE pixels. Honest files are far below that (measured on blank 4000 x 4000 images, the best case of
+# every codec: PNG 284 pixels a byte in RGB, 2,650 in 1-bit, GIF 1,234, JPEG 170, lossy WebP 561); a header that
+# claims 39 megapixels in 69 bytes is refused before anything is allocated. Only lossless WebP of a blank image
+# beats it (23,000 pixels a byte), and is refused above 4 MP.
+FREE_PIXELS = 4_000_000
+PIXELS_PER_BYTE = 4_000
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}     # by colour type: grey, RGB, palette, grey + alpha, RGBA
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def open_rgb(image, max_pixels: int | None = None, param: str | None = None):
+    """A PIL RGB image from a path, bytes, a PIL image or a uint8 array [h, w, 3], decoded whole and checked.
+
+    BadInput (with `param`, named in the message, and a `code`) when it is not an image or its data is truncated
+    or corrupt ("invalid_image": PIL's own checks, and for PNG that the compressed data holds every row: PIL
+    quietly leaves the rows of a stream that ends early black), or when it has more pixels than max_pixels
+    (default PIL's own limit) or, given max_pixels, than the file's size accounts for (FREE_PIXELS,
+    PIXELS_PER_BYTE): "image_too_large", from the header, before anything is decoded."""
     import io
     import warnings
 
@@ -39,24 +60,96 @@ def open_rgb(image, max_pixels: int | None = None):
         return image.convert("RGB")
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise BadInput(f"an image array must be uint8 [h, w, 3], not {image.dtype} {image.shape}")
+            raise BadInput(f"an image array must be uint8 [h, w, 3], not {image.dtype} {image.shape}", param=param)
         return Image.fromarray(image)
-    what = "the image" if isinstance(image, (bytes, bytearray)) else str(image)
+    what = f"'{param}'" if param else "the image" if isinstance(image, (bytes, bytearray, memoryview)) else str(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+    else:
+        try:
+            data = Path(image).read_bytes()
+        except FileNotFoundError:
+            raise _refused(f"{what}: no such file", param) from None
+        except OSError as e:
+            raise _refused(f"{what}: cannot be read ({e.strerror or e})", param) from None
+    if not data:
+        raise _refused(f"{what} is empty: no image", param)
+    cap = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else image) as im:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # our cap is checked below
+            with Image.open(io.BytesIO(data)) as im:
                 w, h = im.size
-                if max_pixels is not None and w * h > max_pixels:
-                    raise BadInput(f"{what}: {w}x{h} is {w * h:,} pixels, more than the {max_pixels:,} allowed "
-                                   "(a decompression bomb?)")
+                if cap is not None and w * h > cap:
+                    raise _refused(f"{what} is {w}x{h} = {w * h:,} pixels, more than the {cap:,} allowed (a "
+                                   "decompression bomb?)", param, "image_too_large")
+                if max_pixels is not None and w * h > max(FREE_PIXELS, PIXELS_PER_BYTE * len(data)):
+                    raise _refused(f"{what} declares {w}x{h} = {w * h:,} pixels in only {len(data):,} bytes: above "
+                                   f"{FREE_PIXELS:,} pixels an image must bring a byte for every "
+                                   f"{PIXELS_PER_BYTE:,} (a decompression bomb, or a truncated file?)", param,
+                                   "image_too_large")
+                if im.format == "PNG":
+                    _check_png_rows(data, what, param)
+                im.load()
                 return im.convert("RGB")
-    except FileNotFoundError:
-        raise BadInput(f"{what}: no such file") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise BadInput(f"{what}: too many pixels, a decompression bomb ({e})") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise BadInput(f"{what}: not an image ({e})") from None
+    except Image.DecompressionBombError:          # beyond twice PIL's limit, refused by Image.open: no size known
+        limit = min(cap, 2 * Image.MAX_IMAGE_PIXELS)
+        raise _refused(f"{what} declares more than the {limit:,} pixels allowed (a decompression bomb?)", param,
+                       "image_too_large") from None
+    except UnidentifiedImageError:
+        raise _refused(f"{what} is not an image: its bytes are none of the formats read here (PNG, JPEG, WebP, "
+                       "GIF, BMP, TIFF ...), or too damaged to tell", param) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:     # PIL's words for truncated and broken data
+        raise _refused(f"{what}: truncated or corrupt image data ({_pil_reason(e)})", param) from None
+
+
+def _refused(message: str, param: str | None, code: str = "invalid_image") -> BadInput:
+    e = BadInput(message, param=param)
+    e.code = code
+    return e
+
+
+def _pil_reason(e: Exception) -> str:
+    """PIL's message, without the repr of the file object some of them quote ("<_io.BytesIO object at 0x...>")."""
+    return re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the data", str(e)).strip() or type(e).__name__
+
+
+def _check_png_rows(data: bytes, what: str, param: str | None) -> None:
+    """Refuse a PNG whose IDAT data does not inflate to every row its header declares (PIL takes a zlib stream
+    that ends early as the whole image). Costs one inflation, counted and thrown away a megabyte at a time:
+    deflate expands a byte to at most 1,032, so the work is bounded by the file's size."""
+    header, stream, pos = None, [], len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IHDR":
+            header = data[pos + 8:pos + 8 + length]
+        elif kind == b"IDAT":
+            stream.append(data[pos + 8:pos + 8 + length])
+        elif stream:                    # the IDAT chunks are consecutive: the image data is over
+            break
+        pos += 12 + length
+    if header is None or len(header) != 13:
+        return                          # PIL's own checks speak for a broken header
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header)
+    bits = depth * _PNG_CHANNELS.get(colour, 0)
+    need = 0
+    for x0, y0, dx, dy in (_ADAM7 if interlace else ((0, 0, 1, 1),)):
+        w, h = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if w > 0 and h > 0:
+            need += h * (1 + (w * bits + 7) // 8)       # a filter byte, then the row's pixels
+    inflate, got = zlib.decompressobj(), 0
+    try:
+        for part in stream:
+            while part and not inflate.eof and got <= need:
+                got += len(inflate.decompress(part, 1 << 20))
+                part = inflate.unconsumed_tail
+        if not inflate.eof and got <= need:
+            got += len(inflate.flush())
+    except zlib.error as e:
+        raise _refused(f"{what}: corrupt image data (its compressed pixels: {e})", param) from None
+    if got < need:
+        raise _refused(f"{what}: truncated image data: its {width}x{height} pixels take {need:,} bytes and its "
+                       f"compressed data holds {got:,}", param)
 
 
 def resized_size(height: int, width: int, shortest_edge: int = 800, longest_edge: int | None = 1333) -> tuple[int, int]:
