@@ -15,7 +15,10 @@ $(BIN)/python:
 # torch first: on our machines `torch==2.13.0` is a local CPU wheel; a bare `torch` would pull a CUDA build.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,models,audio]'
+	$(BIN)/pip install -q -e '.[dev,models,audio,explain,finetune]'
+	# the openai 0.28 client of the seed's snippet, apart (it cannot live beside openai>=1): tests/test_instruct.py
+	$(BIN)/pip install -q --target $(VENV)/openai028 'openai==0.28.1' >/dev/null 2>&1 \
+	  || (echo "error: could not install openai==0.28.1 into $(VENV)/openai028"; exit 1)
 	@command -v espeak-ng >/dev/null || $(SUDO) apt-get install -y -q espeak-ng >/dev/null 2>&1 \
 	  || ($(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q espeak-ng >/dev/null) \
 	  || echo "warning: could not install espeak-ng (phonemes for speech synthesis); install it with your package manager"

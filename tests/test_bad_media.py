@@ -165,6 +165,17 @@ def test_http_detections_refuse_bad_images(home):
             err["message"]
 
 
+def test_images_too_thin_to_resize_are_refused():
+    """Under DETR's own 800/1333 sizing a 3000x1 image would shrink to 1333x0 pixels: a 400, not a crash."""
+    from puhui.vision.detr_processing import DetrPreprocessor
+
+    with pytest.raises(BadInput, match="3000x1 pixels is too thin") as e:
+        DetrPreprocessor().resized(1, 3000, "file")
+    assert (e.value.param, e.value.code) == ("file", "invalid_image")
+    assert DetrPreprocessor().resized(2, 3000) == (1, 1333)
+    assert DetrPreprocessor.square(96).resized(1, 3000) == (96, 96)
+
+
 # ------------------------------------------------------------------------------------------------ audio
 
 def _wav(declared: int, data: bytes, rate: int = 16000) -> bytes:

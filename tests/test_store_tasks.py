@@ -20,10 +20,8 @@ from safetensors.torch import save_file  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    h = tmp_path / "home"
-    monkeypatch.setenv("PUHUI_HOME", str(h))
-    return h
+def _fresh_home(home):
+    """Every test here in its own PUHUI_HOME (conftest's `home`)."""
 
 
 def visible(home: Path) -> list[str]:

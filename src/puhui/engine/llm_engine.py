@@ -80,6 +80,7 @@ class LLMEngine:
         self.requests: dict[str, Request] = {}
         self._outbox: dict[str, list[RequestOutput]] = {}   # outputs stepped out while their caller waited elsewhere
         self._grammars: Grammars | None = None
+        self._adapters = None            # engine.adapters.AdapterSet, made when the first adapter is added
         self._ids = itertools.count()
 
     @property
@@ -113,8 +114,15 @@ class LLMEngine:
     # ------------------------------------------------------------------------------------------ requests
 
     def make_request(self, prompt: str | list[int], params: SamplingParams | None = None,
-                     request_id: str | None = None, add_special_tokens: bool = True) -> Request:
-        """Tokenise and check a request without queueing it (BadInput says what is wrong)."""
+                     request_id: str | None = None, add_special_tokens: bool = True,
+                     adapter: str | None = None) -> Request:
+        """Tokenise and check a request without queueing it (BadInput says what is wrong). `adapter`: the name
+        of a LoRA adapter added to this engine (add_adapter) that its rows run with; None: the base."""
+        slot = 0
+        if adapter is not None:
+            slot = (self._adapters.slots if self._adapters is not None else {}).get(adapter, 0)
+            if not slot:
+                raise BadInput(f"adapter {adapter!r} is not loaded on this model", param="model")
         params = params or SamplingParams()
         text = prompt if isinstance(prompt, str) else None
         if text is not None:
@@ -140,7 +148,7 @@ class LLMEngine:
             request_id = f"req-{next(self._ids)}"
         elif request_id in self.requests:
             raise BadInput(f"request id {request_id!r} is already running", param="request_id")
-        req = Request(request_id, text, ids, params)
+        req = Request(request_id, text, ids, params, adapter=slot)
         device = self.runner.device
         grammars = self.grammars() if params.structure is not None else None
         req.seqs = [Sequence(req, i, self.tokenizer, self.eos_ids, make_generator(params.seed, i, device),
@@ -153,6 +161,35 @@ class LLMEngine:
         if self._grammars is None:
             self._grammars = Grammars.of(self.tokenizer, self.eos_ids)
         return self._grammars
+
+    def add_adapter(self, adapter) -> None:
+        """Serve a LoRA adapter (engine.adapters.Adapter) beside the base, in the same batches (replacing one of
+        the same name once no request runs with it)."""
+        from .adapters import AdapterSet
+
+        if self._adapters is None:
+            self._adapters = AdapterSet(self.model)
+            self.runner.adapters = self._adapters
+        if adapter.name in self._adapters.slots:
+            self._check_unused(adapter.name)
+        self._adapters.add(adapter)
+
+    def remove_adapter(self, name: str) -> None:
+        """Stop serving an adapter (BadInput while requests still run with it, or when it is not loaded)."""
+        if self._adapters is None or name not in self._adapters.slots:
+            raise BadInput(f"adapter {name!r} is not loaded on this model", param="lora_name")
+        self._check_unused(name)
+        self._adapters.remove(name)
+
+    def adapter_names(self) -> list[str]:
+        return sorted(self._adapters.slots) if self._adapters is not None else []
+
+    def _check_unused(self, name: str) -> None:
+        slot = self._adapters.slots[name]
+        busy = sum(1 for r in self.requests.values() if r.adapter == slot)
+        if busy:
+            raise BadInput(f"adapter {name!r} is in use by {busy} running request(s); try again when they end",
+                           param="lora_name")
 
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
                     request_id: str | None = None, add_special_tokens: bool = True) -> str:

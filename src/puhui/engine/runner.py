@@ -26,6 +26,7 @@ class ModelRunner:
         self.n_slots, self.max_seq_len = n_slots, max_seq_len
         self.vocab_size = model.config.vocab_size
         self.counts: TokenCounts | None = None   # made when the first request with penalties comes
+        self.adapters = None                      # the engine's AdapterSet once it serves LoRA adapters
         model.setup_cache(n_slots, max_seq_len, dtype=self.dtype, device=self.device)
         holders = [m for m in model.modules() if getattr(m, "kv_cache", None) is not None]
         self._caches = [m.kv_cache for m in holders]
@@ -47,6 +48,10 @@ class ModelRunner:
         if self._holder is not None and self._holder.kv_cache is not self._caches[0]:
             raise RuntimeError("another engine was made over this model and took its KV cache; one engine a "
                                "model (a TextGenerator has one: use it)")
+
+    def _select_adapters(self, seqs: list[Sequence]) -> None:
+        if self.adapters is not None:
+            self.adapters.select([s.request.adapter for s in seqs])
 
     def _slots(self, seqs: list[Sequence]) -> Tensor:
         return torch.tensor([s.slot for s in seqs], dtype=torch.long, device=self.device)
@@ -70,6 +75,7 @@ class ModelRunner:
                 if self.counts is None:
                     self.counts = TokenCounts(self.n_slots, self.vocab_size, self.device)
                 self.counts.start(s.slot, s.request.prompt_ids)
+        self._select_adapters(seqs)
         h = self.model.hidden_states(tokens, pos, slots)                       # [B, T, dim]
         logits = self.model.logits(h[torch.arange(B, device=self.device), length - 1])
         echoed = {}
@@ -88,6 +94,7 @@ class ModelRunner:
         self._check_owner()
         tokens = torch.tensor([[s.last_token] for s in seqs], dtype=torch.long, device=self.device)
         pos = torch.tensor([[s.num_tokens - 1] for s in seqs], dtype=torch.long, device=self.device)
+        self._select_adapters(seqs)
         return self.model.logits(self.model.hidden_states(tokens, pos, self._slots(seqs))[:, -1])
 
     @torch.inference_mode()

@@ -184,6 +184,7 @@ class Request:
     prompt_ids: list[int]
     params: SamplingParams
     seqs: list[Sequence] = field(default_factory=list)
+    adapter: int = 0                 # the slot of its LoRA adapter in the engine's AdapterSet (0: the base)
     prompt_logprobs: list[TokenLogprob | None] | None = None
 
     @property

@@ -24,6 +24,21 @@ def read_config(path: str | Path) -> dict:
     return config
 
 
+def check_state_dict(expected: dict, state: dict, where: str, what: str, says: str = "it has") -> None:
+    """BadCheckpoint, naming `where` and the tensors at fault, unless `state` holds exactly the tensors of
+    `expected` (a model's state dict, `what` its class name), name for name and shape for shape."""
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    if missing or unexpected:
+        raise BadCheckpoint(f"{where}: tensors do not match the {what} "
+                            f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})")
+    for name, t in expected.items():
+        if state[name].shape != t.shape:
+            raise BadCheckpoint(f"{where}: tensor {name} has shape {tuple(state[name].shape)}, "
+                                f"{says} {tuple(t.shape)}")
+
+
 def build(cls: type[nn.Module], config, state_dict: dict, dtype: torch.dtype | None = None,
           device: torch.device | str = "cpu", where: str = "checkpoint") -> nn.Module:
     """`cls(config)` holding exactly `state_dict` (our names), tensors moved to device/dtype, in eval mode.
@@ -33,17 +48,7 @@ def build(cls: type[nn.Module], config, state_dict: dict, dtype: torch.dtype | N
     """
     with torch.device("meta"):
         model = cls(config)
-    expected = model.state_dict()
-    missing = sorted(expected.keys() - state_dict.keys())
-    unexpected = sorted(state_dict.keys() - expected.keys())
-    if missing or unexpected:
-        raise BadCheckpoint(f"{where}: tensors do not match the {config.__class__.__name__} "
-                            f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})")
-    for name, t in expected.items():
-        if state_dict[name].shape != t.shape:
-            raise BadCheckpoint(f"{where}: tensor {name} has shape {tuple(state_dict[name].shape)}, "
-                                f"the config says {tuple(t.shape)}")
+    check_state_dict(model.state_dict(), state_dict, where, config.__class__.__name__, "the config says")
     tensors = {k: v.to(device=device, dtype=dtype or v.dtype) for k, v in state_dict.items()}
     model.load_state_dict(tensors, strict=True, assign=True)
     return model.eval()

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import BadCheckpoint, BadInput, ModelNotFound, Unsupported
+from .checkpoint import check_state_dict
 
 # special tokens that end a chat turn, in the templates of the common model families
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>",
@@ -171,17 +172,8 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     from ..formats.safetensors import load_state_dict
 
     state = load_state_dict(path)
-    expected = model.state_dict()
-    missing = sorted(expected.keys() - state.keys())
-    unexpected = sorted(state.keys() - expected.keys())
-    if missing or unexpected:
-        raise BadCheckpoint(f"{path}: damaged checkpoint: its tensors are not those of the {type(model).__name__} "
-                            f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})")
-    for name, t in expected.items():
-        if state[name].shape != t.shape:
-            raise BadCheckpoint(f"{path}: damaged checkpoint: tensor {name} has shape {tuple(state[name].shape)}, "
-                                f"the {type(model).__name__} has {tuple(t.shape)}")
+    check_state_dict(model.state_dict(), state, f"{path}: damaged checkpoint", type(model).__name__,
+                     f"the {type(model).__name__} has")
     model.load_state_dict(state)
     return model
 

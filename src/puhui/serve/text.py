@@ -222,7 +222,7 @@ async def _chat(body: ChatCompletionRequest, request: Request):
                started + served.request_timeout, TokenText(gen.tokenizer, served.token_cache(gen.name)))
     if body.stream:
         outs = outputs(streams, request, ctx.deadline, served.request_timeout)
-        chunks = _tool_chunks(ctx, outs, legacy, gen) if offered else _chat_chunks(ctx, outs)
+        chunks = _chat_chunks(ctx, outs, _tool_deltas(legacy, gen) if offered else _text_deltas(ctx))
         return event_stream(chunks, outs, streams)
     done = await finals(streams, request, ctx.deadline, served.request_timeout)
     if done is None:
@@ -237,7 +237,9 @@ async def _chat(body: ChatCompletionRequest, request: Request):
             "choices": choices, "usage": _usage(done)}
 
 
-async def _chat_chunks(ctx: _Ctx, outs):
+async def _chat_chunks(ctx: _Ctx, outs, deltas):
+    """The chunks of a streamed chat answer: the role first, then what `deltas(c)` makes of each choice's
+    output (its chunk choices: content, tool calls, the finish reason), then the usage when asked for."""
     head = {"id": ctx.id, "object": "chat.completion.chunk", "created": ctx.created, "model": ctx.model}
     usage_field = {"usage": None} if ctx.include_usage else {}
     yield sse({**head, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
@@ -253,18 +255,30 @@ async def _chat_chunks(ctx: _Ctx, outs):
                 continue
             if c.finish_reason:
                 ended.add(c.index)
-            if c.delta or (ctx.logprobs is not None and c.delta_logprobs):
-                lp = None
-                if ctx.logprobs is not None:
-                    lp = {"content": chat_logprobs(ctx.tokens, c.delta_logprobs, c), "refusal": None}
-                choices.append({"index": c.index, "delta": {"content": c.delta}, "logprobs": lp,
-                                "finish_reason": None})
-            if c.finish_reason:
-                choices.append({"index": c.index, "delta": {}, "logprobs": None, "finish_reason": c.finish_reason})
+            choices += deltas(c)
         if choices:
             yield sse({**head, "choices": choices, **usage_field})
     if ctx.include_usage and final is not None:
         yield sse({**head, "choices": [], "usage": _usage([final])})
+
+
+def _delta(index: int, delta: dict, finish: str | None = None, logprobs=None) -> dict:
+    return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+
+
+def _text_deltas(ctx: _Ctx):
+    """A plain answer's deltas: its text (and logprobs) as it comes."""
+    def deltas(c) -> list[dict]:
+        out = []
+        if c.delta or (ctx.logprobs is not None and c.delta_logprobs):
+            lp = None
+            if ctx.logprobs is not None:
+                lp = {"content": chat_logprobs(ctx.tokens, c.delta_logprobs, c), "refusal": None}
+            out.append(_delta(c.index, {"content": c.delta}, logprobs=lp))
+        if c.finish_reason:
+            out.append(_delta(c.index, {}, c.finish_reason))
+        return out
+    return deltas
 
 
 def _tools(body) -> tuple[dict, bool]:
@@ -304,62 +318,42 @@ def _answer(text: str, finish: str | None, offered: bool, legacy: bool, gen) -> 
     return {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
 
 
-async def _tool_chunks(ctx: _Ctx, outs, legacy: bool, gen):
-    """Chunks of an answer that may call tools: text that cannot be the start of a call streams as content at
-    once; calls come as OpenAI streams them (id, type and name first, then the arguments in pieces), then the
-    finish reason "tool_calls"."""
-    head = {"id": ctx.id, "object": "chat.completion.chunk", "created": ctx.created, "model": ctx.model}
-    usage_field = {"usage": None} if ctx.include_usage else {}
-    yield sse({**head, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                                    "finish_reason": None} for i in range(ctx.n)], **usage_field})
-    final = None
+def _tool_deltas(legacy: bool, gen):
+    """Deltas of an answer that may call tools: text that cannot be the start of a call streams as content at
+    once (what was held back with it); calls come as OpenAI streams them (id, type and name first, then the
+    arguments in pieces), then the finish reason "tool_calls"."""
     text: dict[int, str] = {}
     plain: set[int] = set()     # choices known to be plain text: their deltas stream as they come
-    ended: set[int] = set()
-    async for _, out in outs:
-        if out.finished:
-            final = out
-        choices = []
-        for c in out.outputs:
-            if c.index in ended:
-                continue
-            text[c.index] = text.get(c.index, "") + c.delta
-            so_far = text[c.index].lstrip()
-            if c.index not in plain and so_far and not "<tool_call>".startswith(so_far[:11]):
-                plain.add(c.index)
-                c_delta = text[c.index]                  # what was held back, and this delta
-            else:
-                c_delta = c.delta
-            if c.index in plain and c_delta:
-                choices.append({"index": c.index, "delta": {"content": c_delta}, "logprobs": None,
-                                "finish_reason": None})
-            if c.finish_reason:
-                ended.add(c.index)
-                message, finish = _answer(text[c.index], c.finish_reason, c.index not in plain, legacy, gen)
-                if message.get("tool_calls"):
-                    for k, call in enumerate(message["tool_calls"]):
-                        fn = call["function"]
-                        choices.append({"index": c.index, "delta": {"tool_calls": [
-                            {"index": k, "id": call["id"], "type": "function",
-                             "function": {"name": fn["name"], "arguments": ""}}]}, "logprobs": None,
-                            "finish_reason": None})
-                        for a in range(0, len(fn["arguments"]), 16):
-                            choices.append({"index": c.index, "delta": {"tool_calls": [
-                                {"index": k, "function": {"arguments": fn["arguments"][a:a + 16]}}]},
-                                "logprobs": None, "finish_reason": None})
-                elif message.get("function_call"):
-                    fn = message["function_call"]
-                    choices.append({"index": c.index, "delta": {"function_call": {"name": fn["name"],
-                                                                                  "arguments": fn["arguments"]}},
-                                    "logprobs": None, "finish_reason": None})
-                elif c.index not in plain and text[c.index]:
-                    choices.append({"index": c.index, "delta": {"content": text[c.index]}, "logprobs": None,
-                                    "finish_reason": None})
-                choices.append({"index": c.index, "delta": {}, "logprobs": None, "finish_reason": finish})
-        if choices:
-            yield sse({**head, "choices": choices, **usage_field})
-    if ctx.include_usage and final is not None:
-        yield sse({**head, "choices": [], "usage": _usage([final])})
+
+    def deltas(c) -> list[dict]:
+        out = []
+        text[c.index] = text.get(c.index, "") + c.delta
+        so_far = text[c.index].lstrip()
+        delta = c.delta
+        if c.index not in plain and so_far and not "<tool_call>".startswith(so_far[:11]):
+            plain.add(c.index)
+            delta = text[c.index]                  # what was held back, and this delta
+        if c.index in plain and delta:
+            out.append(_delta(c.index, {"content": delta}))
+        if not c.finish_reason:
+            return out
+        message, finish = _answer(text[c.index], c.finish_reason, c.index not in plain, legacy, gen)
+        if message.get("tool_calls"):
+            for k, call in enumerate(message["tool_calls"]):
+                fn = call["function"]
+                out.append(_delta(c.index, {"tool_calls": [{"index": k, "id": call["id"], "type": "function",
+                                                            "function": {"name": fn["name"], "arguments": ""}}]}))
+                args = fn["arguments"]
+                out += [_delta(c.index, {"tool_calls": [{"index": k, "function": {"arguments": args[a:a + 16]}}]})
+                        for a in range(0, len(args), 16)]
+        elif message.get("function_call"):
+            fn = message["function_call"]
+            out.append(_delta(c.index, {"function_call": {"name": fn["name"], "arguments": fn["arguments"]}}))
+        elif c.index not in plain and text[c.index]:
+            out.append(_delta(c.index, {"content": text[c.index]}))
+        out.append(_delta(c.index, {}, finish))
+        return out
+    return deltas
 
 
 def _messages(messages) -> list[dict]:

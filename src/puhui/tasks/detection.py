@@ -195,8 +195,10 @@ class Detector:
         """The RGB image of a path, bytes, a PIL image or a uint8 array [h, w, 3], decoded whole; BadInput (about
         `param`, with a code) when it is no image, truncated or corrupt ("invalid_image"), or has more than
         max_pixels pixels or more than its file's size accounts for ("image_too_large": checked from its header,
-        before decoding; vision.detr_processing.open_rgb)."""
-        return open_rgb(image, max_pixels, param)
+        before decoding; vision.detr_processing.open_rgb), or too thin to resize to the model's input."""
+        im = open_rgb(image, max_pixels, param)
+        self.processor.resized(im.height, im.width, param)
+        return im
 
     def detect(self, image, threshold: float = 0.7) -> list[dict]:
         """Objects scoring above threshold, best first: {"label", "score", "box": [x0, y0, x1, y1] in pixels,

@@ -256,17 +256,23 @@ class DetrPreprocessor:
         return {"image_processor_type": "DetrImageProcessor", "format": "coco_detection",
                 "do_convert_annotations": self.do_normalize, **d}
 
-    def resized(self, height: int, width: int) -> tuple[int, int]:
-        """(h, w) an image of height x width is resized to."""
+    def resized(self, height: int, width: int, param: str | None = None) -> tuple[int, int]:
+        """(h, w) an image of height x width is resized to; BadInput (about `param`, code "invalid_image") for
+        an image so thin that a side would shrink to no pixel (1 x 3000 under 800/1333 sizing)."""
         s = self.size
         if not self.do_resize:
             return height, width
         if "shortest_edge" in s:
-            return resized_size(height, width, s["shortest_edge"], s.get("longest_edge"))
-        if "max_height" in s:
+            h, w = resized_size(height, width, s["shortest_edge"], s.get("longest_edge"))
+        elif "max_height" in s:
             scale = min(s["max_height"] / height, s["max_width"] / width)
-            return int(height * scale), int(width * scale)
-        return s["height"], s["width"]
+            h, w = int(height * scale), int(width * scale)
+        else:
+            return s["height"], s["width"]
+        if min(h, w) < 1:
+            raise _refused(f"an image of {width}x{height} pixels is too thin for this model: resized to its input "
+                           f"size it would be {w}x{h}", param)
+        return h, w
 
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 images [..., 3, H, W] (on any device) as float32 model pixels: rescaled, then normalised (float64
