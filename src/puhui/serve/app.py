@@ -55,6 +55,36 @@ def load_models(models, max_batch: int = DEFAULT_MAX_BATCH, context: int | None 
     return out
 
 
+def serve_store_adapters(served: ServedModels) -> None:
+    """Every LoRA adapter of the store made on a served text model is served too, on its base's engine; one
+    whose base has changed since it was trained (another sha256) is left out, with a warning."""
+    from .. import store
+
+    for name, worker in served.workers.items():
+        if not isinstance(worker, GenerationWorker):
+            continue
+        gen = worker.generator
+        for m in store.adapters_of(name):
+            problem = adapter_base_problem(m, getattr(gen, "manifest", None))
+            if problem:
+                log.warning("not serving adapter %s: %s", m.name, problem)
+                continue
+            gen.add_adapter(m.name, m.folder)
+            served.adapters[m.name] = name
+
+
+def adapter_base_problem(adapter, base) -> str | None:
+    """Why an adapter's manifest does not fit the base's manifest (its recorded base_sha256 is not the base's
+    main file's), or None."""
+    want = adapter.extra["adapter"].get("base_sha256")
+    files = {f.name: f.sha256 for f in getattr(base, "files", ())}
+    have = files.get(getattr(base, "main", None) or "")
+    if want and have and want != have:
+        return f"its base {adapter.extra['adapter'].get('base')!r} has changed since it was trained (sha256 " \
+               f"{have[:12]}..., the adapter was made on {want[:12]}...)"
+    return None
+
+
 def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MAX_QUEUE,
                max_batch: int = DEFAULT_MAX_BATCH, context: int | None = None,
                request_timeout: float = DEFAULT_TIMEOUT_S, max_body: int = DEFAULT_MAX_BODY,
@@ -89,6 +119,7 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
     if aliases is None:
         aliases = get_settings().aliases
     served = ServedModels(workers, aliases, request_timeout)
+    serve_store_adapters(served)
     keys = KeyRing(api_keys)
     drain = Drain(workers)
 
@@ -114,8 +145,8 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
     app.state.drain = drain
     install(app)            # handlers, and the innermost middleware
 
-    from . import audio, embeddings, models as model_routes, recommendation, responses, text, vision
-    for module in (model_routes, text, responses, embeddings, recommendation, audio, vision):
+    from . import adapters, audio, embeddings, models as model_routes, recommendation, responses, text, vision
+    for module in (model_routes, text, responses, embeddings, recommendation, audio, vision, adapters):
         app.include_router(module.router)
 
     @app.get("/health", response_model=Health, response_model_exclude_none=True,

@@ -23,23 +23,27 @@ class ServedModels:
 
     def __init__(self, workers: dict, aliases: dict[str, str], request_timeout: float):
         self.workers = workers
+        self.adapters: dict[str, str] = {}      # LoRA adapter name -> the text model it is served on
         self.aliases = dict(aliases)
         self.request_timeout = request_timeout
         self.started = int(time.time())
         self._token_caches: dict[str, dict] = {}
 
     def real_name(self, name: str) -> str:
+        """The served model (or adapter) a name or alias is; a 404 naming what is served otherwise."""
         real = self.aliases.get(name, name)
-        if real not in self.workers:
+        if real not in self.workers and real not in self.adapters:
             alias = f" (an alias of {quoted(real)})" if real != name else ""
             raise APIError(404, f"The model {quoted(name)}{alias} does not exist on this server; it serves: "
-                                f"{', '.join(self.workers) or 'nothing'} (see GET /v1/models)",
+                                f"{', '.join([*self.workers, *self.adapters]) or 'nothing'} (see GET /v1/models)",
                            "invalid_request_error", param="model", code="model_not_found")
         return real
 
     def worker(self, name: str, task: str, route: str = "this route"):
-        """The worker of model `name` (or alias), which must be a `task` model (else a 400 saying so)."""
-        worker = self.workers[self.real_name(name)]
+        """The worker of model `name` (or alias; of an adapter: its base's), which must be a `task` model (else a
+        400 saying so)."""
+        real = self.real_name(name)
+        worker = self.workers[self.adapters.get(real, real)]
         have = worker_model(worker).task
         if have != task:
             raise APIError(400, f"model {quoted(name)} is {_a(have)} model; {route} needs {_a(task)} model",
@@ -49,10 +53,23 @@ class ServedModels:
     def generation_worker(self, name: str) -> GenerationWorker:
         return self.worker(name, "text-generation")
 
+    def adapter(self, name: str) -> str | None:
+        """The LoRA adapter a model name asks for (None: a base model)."""
+        real = self.aliases.get(name, name)
+        return real if real in self.adapters else None
+
+    def names(self) -> list[str]:
+        """Every served id: the models, then the adapters."""
+        return [*self.workers, *sorted(self.adapters)]
+
     def token_cache(self, name: str) -> dict:
         return self._token_caches.setdefault(name, {})
 
     def card(self, name: str) -> ModelCard:
+        if name in self.adapters:
+            base = self.card(self.adapters[name])
+            return base.model_copy(update={"id": name, "parent": base.id, "aliases": sorted(
+                a for a, real in self.aliases.items() if real == name and a != name)})
         model = worker_model(self.workers[name])
         manifest = getattr(model, "manifest", None)
         created = _epoch(getattr(manifest, "created", None)) or self.started

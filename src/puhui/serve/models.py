@@ -14,7 +14,7 @@ router = APIRouter(prefix="/v1", dependencies=[Security(bearer)], responses=ERRO
 @router.get("/models", response_model=ModelList, summary="The models this server serves (real ids)")
 async def list_models(request: Request) -> ModelList:
     served = served_models(request)
-    return ModelList(data=[served.card(name) for name in served.workers])
+    return ModelList(data=[served.card(name) for name in served.names()])
 
 
 @router.get("/models/{model_id}", response_model=ModelCard, summary="One model, by id or alias")

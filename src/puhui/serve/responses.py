@@ -70,6 +70,7 @@ async def create_response(body: ResponseRequest, request: Request):
         if getattr(body, name) not in neutral:
             raise unsupported(name)
     worker = served.generation_worker(body.model)
+    adapter = served.adapter(body.model)
     gen = worker.generator
     store = _store(request)
     history = []
@@ -92,7 +93,7 @@ async def create_response(body: ResponseRequest, request: Request):
     def make():
         s = dict(sampling) if body.max_output_tokens is None else dict(sampling, max_tokens=body.max_output_tokens)
         try:
-            return gen.prepare(messages, chat=True, request_id=rid, default_max_tokens=None, **s)
+            return gen.prepare(messages, chat=True, request_id=rid, default_max_tokens=None, adapter=adapter, **s)
         except PuhuiError as e:
             err = from_puhui(e)
             if err.param in ("prompt", "messages", "max_tokens") and body.max_output_tokens is None:
@@ -104,7 +105,7 @@ async def create_response(body: ResponseRequest, request: Request):
     req = await run_in_threadpool(make)
     worker.check_capacity(1)
     streams = [worker.submit(req)]
-    head = _head(rid, gen.name, body, functions)
+    head = _head(rid, adapter or gen.name, body, functions)
     deadline = started + served.request_timeout
     if body.stream:
         outs = outputs(streams, request, deadline, served.request_timeout)

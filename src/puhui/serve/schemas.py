@@ -338,6 +338,8 @@ class ModelCard(BaseModel):
                                                         "value of /v1/embeddings' dimensions it accepts).")
     capabilities: list[str] = Field(default_factory=list, description="What it answers: completions, chat, "
                                     "json_object, json_schema, regex, grammar (structured outputs), embeddings ...")
+    parent: Optional[str] = Field(None, description="A LoRA adapter: the base model it runs on (in the same "
+                                                    "batches as the base's own requests).")
 
 
 class ModelList(BaseModel):

@@ -52,6 +52,7 @@ async def _completions(body: CompletionRequest, request: Request):
     started = time.monotonic()
     served = served_models(request)
     worker = served.generation_worker(body.model)
+    adapter = served.adapter(body.model)
     gen = worker.generator
     if body.suffix is not None:
         raise unsupported("suffix", "insertion (fill-in-the-middle) is not implemented")
@@ -82,7 +83,8 @@ async def _completions(body: CompletionRequest, request: Request):
         reqs = []
         for i, p in enumerate(prompts):
             try:
-                reqs.append(gen.prepare(p, chat=chat and isinstance(p, str), request_id=f"{rid}-{i}", **sampling))
+                reqs.append(gen.prepare(p, chat=chat and isinstance(p, str), request_id=f"{rid}-{i}",
+                                        adapter=adapter, **sampling))
             except PuhuiError as e:
                 err = from_puhui(e)
                 if len(prompts) > 1 and err.param in ("prompt", "max_tokens"):
@@ -92,7 +94,7 @@ async def _completions(body: CompletionRequest, request: Request):
 
     reqs = await run_in_threadpool(make)
     streams = _submit(worker, reqs)
-    ctx = _Ctx(rid, int(time.time()), gen.name, n, body.logprobs, bool(body.echo), include_usage,
+    ctx = _Ctx(rid, int(time.time()), adapter or gen.name, n, body.logprobs, bool(body.echo), include_usage,
                started + served.request_timeout, TokenText(gen.tokenizer, served.token_cache(gen.name)))
     for p, req in zip(prompts, reqs):
         if chat and isinstance(p, str):
@@ -178,6 +180,7 @@ async def _chat(body: ChatCompletionRequest, request: Request):
     started = time.monotonic()
     served = served_models(request)
     worker = served.generation_worker(body.model)
+    adapter = served.adapter(body.model)
     gen = worker.generator
     for name, neutral in _CHAT_NEUTRAL.items():
         value = getattr(body, name)
@@ -209,7 +212,7 @@ async def _chat(body: ChatCompletionRequest, request: Request):
     def make():
         s = dict(sampling) if max_tokens is None else dict(sampling, max_tokens=max_tokens)
         try:   # without max_tokens: all the room the context leaves (OpenAI's default for chat)
-            return gen.prepare(messages, chat=True, request_id=rid, default_max_tokens=None, **s)
+            return gen.prepare(messages, chat=True, request_id=rid, default_max_tokens=None, adapter=adapter, **s)
         except PuhuiError as e:
             err = from_puhui(e)
             if err.param in ("prompt", "max_tokens") and max_tokens is None:
@@ -218,7 +221,7 @@ async def _chat(body: ChatCompletionRequest, request: Request):
 
     req = await run_in_threadpool(make)
     streams = _submit(worker, [req])
-    ctx = _Ctx(rid, int(time.time()), gen.name, n, 0 if body.logprobs else None, False, include_usage,
+    ctx = _Ctx(rid, int(time.time()), adapter or gen.name, n, 0 if body.logprobs else None, False, include_usage,
                started + served.request_timeout, TokenText(gen.tokenizer, served.token_cache(gen.name)))
     if body.stream:
         outs = outputs(streams, request, ctx.deadline, served.request_timeout)

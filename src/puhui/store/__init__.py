@@ -34,7 +34,7 @@ from .integrity import Problem, Report
 from .manifest import Manifest, ModelFile, check_name, read_json, read_manifest, refs_problem
 from .packages import import_package, register_default, register_defaults
 
-__all__ = ["CHUNK", "Manifest", "ModelFile", "Problem", "Report", "TASKS", "TASK_ALIASES", "WEIGHT_SUFFIXES",
+__all__ = ["CHUNK", "Manifest", "adapters_of", "ModelFile", "Problem", "Report", "TASKS", "TASK_ALIASES", "WEIGHT_SUFFIXES",
            "check_name", "get", "import_package", "import_path", "list_models", "model_dir", "model_file", "pull",
            "read_json", "register_defaults", "remove", "save_model", "sentence_facts", "sha256_file", "store_root",
            "task_name", "verify"]
@@ -50,6 +50,12 @@ def list_models() -> list[Manifest]:
         if m is not None:
             out.append(m)
     return out
+
+
+def adapters_of(base: str) -> list[Manifest]:
+    """The LoRA adapters of the store made on model `base` (their manifest's extra["adapter"]["base"])."""
+    return [m for m in list_models() if isinstance(m.extra.get("adapter"), dict)
+            and m.extra["adapter"].get("base") == base]
 
 
 def get(name: str) -> Manifest:

@@ -154,13 +154,14 @@ class TextGenerator:
 
     def prepare(self, prompt, *, chat: bool | None = None, request_id: str | None = None,
                 default_max_tokens: int | None = DEFAULT_MAX_TOKENS, tools=None, tool_choice=None,
-                parallel_tool_calls: bool | None = None, **sampling) -> Request:
+                parallel_tool_calls: bool | None = None, adapter: str | None = None, **sampling) -> Request:
         """An engine request, checked (sampling options, vocabulary, context window) but not queued: of a text
         or token-id prompt, or, when `chat` (default: when `prompt` is a list of message dicts), of messages
         through the chat template (a string is then one user message). Errors name their parameter: a
         template that cannot take the messages is about "messages". `default_max_tokens`: see params().
         tools / tool_choice / parallel_tool_calls: OpenAI's, for chat (text/tools.py: the calls are
-        constrained to the tools' schemas; `tool_calls(text)` reads them back)."""
+        constrained to the tools' schemas; `tool_calls(text)` reads them back). adapter: the name of a LoRA
+        adapter added with add_adapter, that this request runs with (in the same batches as the base's)."""
         chat = _is_messages(prompt) if chat is None else chat
         if tools is not None and not chat:
             raise BadInput("tools are for chat (messages through the chat template)", param="tools")
@@ -176,9 +177,27 @@ class TextGenerator:
         else:
             text, ids = None, [int(t) for t in prompt]
         params = self.params(len(ids), chat=chat, default_max_tokens=default_max_tokens, **sampling)
-        req = self.engine.make_request(ids, params, request_id=request_id or f"gen-{next(self._ids)}")
+        req = self.engine.make_request(ids, params, request_id=request_id or f"gen-{next(self._ids)}",
+                                       adapter=adapter)
         req.prompt = text
         return req
+
+    # ------------------------------------------------------------------------------------------ adapters
+
+    def add_adapter(self, name: str, folder) -> None:
+        """Serve a LoRA adapter (a PEFT folder: adapter_config.json + adapter_model.safetensors) on this model,
+        by name: requests that name it (prepare's `adapter`) run in the same batches as the base's."""
+        from ..engine.adapters import read_adapter
+
+        self.engine.add_adapter(read_adapter(folder, name))
+
+    def remove_adapter(self, name: str) -> None:
+        self.engine.remove_adapter(name)
+
+    @property
+    def adapters(self) -> list[str]:
+        """The names of the adapters served on this model."""
+        return self.engine.adapter_names()
 
     def _render(self, messages, tools, tool_choice, parallel, sampling: dict) -> str:
         """The chat prompt of messages, with the tools offered (and the structure of their calls put into
