@@ -6,9 +6,13 @@ Policy:
   `base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight`), read as they are: ours and PEFT's alike.
 - Each adapted linear of the base (ours fuse q/k/v into `wqkv` and gate/up into `w13`) holds, for every
   adapter, A [in, R] (the parts' A stacked) and B [R, out] (block-diagonal over the parts' output slices, the
-  scaling alpha/r folded in), zero-padded to the largest R; slot 0 is the base (zeros). So a fused layer's
-  delta equals the sum of PEFT's separate per-part deltas, and every row adds x A[id] B[id] to the base's
-  output: one gathered batched matmul for all adapted rows, nothing for the base's rows.
+  scaling alpha/r folded in), zero-padded to the largest R; slot 0 is the base (no delta). So a fused layer's
+  delta equals the sum of PEFT's separate per-part deltas.
+- The adapters of a layer are kept side by side, A_all [in, N*R] and B_all [N*R, out]: a step computes
+  (x A_all * mask) B_all, the mask keeping each row's own adapter's R columns (none for a base row). Two
+  matrix products a layer whatever the mix of adapters, no gather: on CPU, where a step's cost is a few
+  hundred small ops plus reading the weights once, this beats gathering each row's A and B (measured on
+  SmolLM2-135M, 4 adapters of rank 16 on all seven projections; bench/lora_serving.py).
 - The base's weights are never touched (no merge): base rows compute exactly what they computed before.
 - `select(ids)` says, before a forward pass, which adapter each row of the batch uses (the runner calls it).
 """
@@ -89,12 +93,28 @@ class Rows:
     """Which adapter each row of the current forward pass uses: shared by every AdaptedLinear of a model."""
 
     def __init__(self):
-        self.ids: Tensor | None = None       # [B] adapter slot a row (0: the base)
-        self.adapted: Tensor | None = None   # row indices with an adapter; None when there are none
+        self.ids: Tensor | None = None       # [B] adapter slot a row (0: the base); None: every row the base
+        self._masks: dict[tuple, Tensor] = {}
+
+    def set(self, ids: Tensor | None) -> None:
+        self.ids, self._masks = ids, {}
+
+    def mask(self, slots: int, ranks: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        """[B, 1, sum((slots - 1) * r)]: for each part (rank r), ones on the r columns of each row's adapter
+        (slots 1..); made once a step for each layout."""
+        key = (slots, ranks, dtype)
+        if key not in self._masks:
+            one_hot = torch.nn.functional.one_hot(self.ids, slots)[:, 1:].to(dtype)     # [B, slots - 1]
+            self._masks[key] = torch.cat([one_hot.repeat_interleave(r, dim=1) for r in ranks], 1)[:, None, :]
+        return self._masks[key]
 
 
 class AdaptedLinear(nn.Module):
-    """A base linear (float or low-bit) plus, per row, its adapter's low-rank delta (see the module's policy)."""
+    """A base linear (float or low-bit) plus, per row, its adapter's low-rank delta (see the module's policy).
+
+    Layout: h = x A_all has, part after part (q, k, v of a fused wqkv), the columns of every adapter slot
+    (1..slots-1, each padded to the part's largest rank r_p); the part's slice of the output gets
+    h[part's columns] B_p, B_p [(slots-1) r_p, out_p]: no product with the zeros off a part's block."""
 
     def __init__(self, base: nn.Module, slices: list[int], rows: Rows):
         super().__init__()
@@ -105,42 +125,61 @@ class AdaptedLinear(nn.Module):
             p = next(base.buffers())
         # float32 deltas over a low-bit base (its buffers are codes); the base's own dtype over a float one
         self.dtype = p.dtype if p.is_floating_point() and p.dtype != torch.bfloat16 else torch.float32
-        self.A = torch.zeros(1, self.in_features, 0, dtype=self.dtype, device=p.device)    # [slots, in, R]
-        self.B = torch.zeros(1, 0, self.out_features, dtype=self.dtype, device=p.device)   # [slots, R, out]
+        self.device = p.device
+        self.pairs: dict[int, dict[int, tuple[Tensor, Tensor]]] = {}   # slot -> part -> (A^T [in, r], B^T s)
+        self._state = None     # (A_all, [(column range, output range, B_p)], slots, ranks): swapped at once
 
     def set(self, slot: int, parts: dict[int, tuple[Tensor, Tensor]], scaling: float) -> None:
-        """Adapter `slot`'s pairs on this layer: part index -> (A [r, in], B [out_part, r]); none: a zero delta."""
-        offsets = [sum(self.slices[:i]) for i in range(len(self.slices))]
-        rank = sum(a.shape[0] for a, _ in parts.values())
-        a_cat = torch.zeros(self.in_features, rank)
-        b_cat = torch.zeros(rank, self.out_features)
-        r0 = 0
-        for i, (a, b) in sorted(parts.items()):
-            r = a.shape[0]
-            a_cat[:, r0:r0 + r] = a.t()
-            b_cat[r0:r0 + r, offsets[i]:offsets[i] + self.slices[i]] = b.t() * scaling
-            r0 += r
-        slots = max(self.A.shape[0], slot + 1)
-        R = max(self.A.shape[2], rank)
-        A = self.A.new_zeros(slots, self.in_features, R)
-        B = self.B.new_zeros(slots, R, self.out_features)
-        A[:self.A.shape[0], :, :self.A.shape[2]] = self.A
-        B[:self.B.shape[0], :self.B.shape[1]] = self.B
-        A[slot] = 0
-        B[slot] = 0
-        A[slot, :, :rank] = a_cat
-        B[slot, :rank] = b_cat
-        self.A, self.B = A, B
+        """Adapter `slot`'s pairs on this layer: part index -> (A [r, in], B [out_part, r]); none: no delta."""
+        kw = {"dtype": self.dtype, "device": self.device}
+        self.pairs[slot] = {i: (a.t().to(**kw), (b.t() * scaling).to(**kw)) for i, (a, b) in parts.items()}
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        slots = max(self.pairs, default=0) + 1
+        ranks = tuple(max((p[i][0].shape[1] for p in self.pairs.values() if i in p), default=0)
+                      for i in range(len(self.slices)))
+        if not any(ranks):
+            self._state = None
+            return
+        kw = {"dtype": self.dtype, "device": self.device}
+        A_all = torch.zeros(self.in_features, (slots - 1) * sum(ranks), **kw)
+        products, col, out = [], 0, 0
+        for i, (r, width) in enumerate(zip(ranks, self.slices)):
+            if r:
+                B_p = torch.zeros((slots - 1) * r, width, **kw)
+                for slot, pairs in self.pairs.items():
+                    if i in pairs:
+                        a, b = pairs[i]
+                        at = col + (slot - 1) * r
+                        A_all[:, at:at + a.shape[1]] = a
+                        B_p[(slot - 1) * r:(slot - 1) * r + b.shape[0]] = b
+                products.append(((col, col + (slots - 1) * r), (out, out + width), B_p))
+            col += (slots - 1) * r
+            out += width
+        self._state = (A_all, products, slots, ranks)     # one assignment: a forward sees old or new, no mix
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.base(x)
-        rows = self.rows.adapted
-        if rows is None or self.A.shape[2] == 0:
+        state = self._state
+        if self.rows.ids is None or state is None:
             return y
-        ids = self.rows.ids[rows]
-        xa = x.index_select(0, rows).to(self.dtype)                           # [b, T, in]
-        delta = torch.bmm(torch.bmm(xa, self.A.index_select(0, ids)), self.B.index_select(0, ids))
-        return y.index_add(0, rows, delta.to(y.dtype))
+        A_all, products, slots, ranks = state
+        h = (x if x.dtype == self.dtype else x.to(self.dtype)) @ A_all      # [B, T, sum((slots-1) r_p)]
+        h = h.mul_(self.rows.mask(slots, ranks, h.dtype)).view(-1, h.shape[-1])
+        if y.dtype != self.dtype or not y.is_contiguous() or torch.is_grad_enabled():
+            return self._slow(y, h, products)
+        flat = y.view(-1, self.out_features)           # the base's fresh output, added to in place: few ops
+        for (c0, c1), (o0, o1), B_p in products:
+            flat[:, o0:o1].addmm_(h[:, c0:c1], B_p)
+        return y
+
+    def _slow(self, y: Tensor, h: Tensor, products) -> Tensor:
+        """The same on a copy of the base's output (another dtype, or autograd watching)."""
+        flat = y.reshape(-1, self.out_features).clone()
+        for (c0, c1), (o0, o1), B_p in products:
+            flat[:, o0:o1] += (h[:, c0:c1] @ B_p).to(flat.dtype)
+        return flat.view(y.shape)
 
 
 class AdapterSet:
@@ -199,7 +238,6 @@ class AdapterSet:
     def select(self, ids: list[int]) -> None:
         """The adapter slot of each row of the next forward pass (0: the base)."""
         if not any(ids):
-            self.rows.ids = self.rows.adapted = None
+            self.rows.set(None)
             return
-        t = torch.tensor(ids, dtype=torch.long, device=next(iter(self.layers.values())).A.device)
-        self.rows.ids, self.rows.adapted = t, torch.nonzero(t, as_tuple=True)[0]
+        self.rows.set(torch.tensor(ids, dtype=torch.long, device=next(iter(self.layers.values())).device))
