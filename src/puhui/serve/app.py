@@ -27,6 +27,7 @@ DEFAULT_MAX_QUEUE = 64
 DEFAULT_CONTEXT_CAP = 4096          # without --context: the model's window, at most this (KV cache memory)
 DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_MAX_BODY = 1 << 20          # 1 MiB
+DEFAULT_MAX_FILE_BODY = 100 << 20   # fine-tuning data held in memory as it arrives (OpenAI takes up to 512 MB)
 SERVED_TASKS = ("text-generation", "embeddings", "recommendation", "transcription", "speech", "detection")
 DEFAULT_MAX_AUDIO_BODY = 25 << 20   # 25 MiB: uploads to /v1/audio/transcriptions and /translations
 DEFAULT_MAX_IMAGE_BODY = 20 << 20   # 20 MiB: images sent to /v1/detections
@@ -71,6 +72,9 @@ def serve_store_adapters(served: ServedModels) -> None:
                 continue
             gen.add_adapter(m.name, m.folder)
             served.adapters[m.name] = name
+            rest = m.name[len(f"ft-{name}-"):]
+            if m.name.startswith(f"ft-{name}-") and len(rest) > 9 and rest[-9] == "-":   # a fine-tuning job's
+                served.aliases.setdefault(f"ft:{name}:{rest[:-9]}:{rest[-8:]}", m.name)
 
 
 def adapter_base_problem(adapter, base) -> str | None:
@@ -89,7 +93,8 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
                max_batch: int = DEFAULT_MAX_BATCH, context: int | None = None,
                request_timeout: float = DEFAULT_TIMEOUT_S, max_body: int = DEFAULT_MAX_BODY,
                aliases: dict[str, str] | None = None, max_audio_body: int = DEFAULT_MAX_AUDIO_BODY,
-               quant: str | None = None, max_image_body: int = DEFAULT_MAX_IMAGE_BODY) -> FastAPI:
+               quant: str | None = None, max_image_body: int = DEFAULT_MAX_IMAGE_BODY,
+               max_file_body: int = DEFAULT_MAX_FILE_BODY) -> FastAPI:
     """The OpenAI-compatible app.
 
     models: store names or aliases (loaded now, so that a missing model fails here, not at the first request),
@@ -98,7 +103,7 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
     context: the text models' context window (default: theirs, at most 4096 tokens). request_timeout: seconds
     a request may take (then 504). max_body: bytes of a request body (beyond: 413). aliases: default the
     settings' (OpenAI names -> the packaged defaults). max_audio_body (max_image_body): bytes of an audio (image)
-    upload (beyond: 413)."""
+    upload (beyond: 413); max_file_body: of a file upload (POST /v1/files: fine-tuning data)."""
     from ..settings import get_settings
 
     if max_queue < 0:
@@ -127,9 +132,11 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
     async def lifespan(app: FastAPI):
         for w in workers.values():
             w.start()
+        app.state.fine_tuning.start()
         try:
             yield
         finally:
+            app.state.fine_tuning.stop()
             # serve() drained already; under another server (uvicorn's own, a test's) whatever is left still
             # gets its 503 here, as the workers stop
             drain.draining = True
@@ -144,9 +151,13 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
     app.state.keys = keys
     app.state.drain = drain
     install(app)            # handlers, and the innermost middleware
+    from .fine_tuning import make_queue
+    app.state.fine_tuning = make_queue(app)
 
-    from . import adapters, audio, embeddings, models as model_routes, recommendation, responses, text, vision
-    for module in (model_routes, text, responses, embeddings, recommendation, audio, vision, adapters):
+    from . import (adapters, audio, embeddings, files, fine_tuning, models as model_routes, recommendation,
+                   responses, text, vision)
+    for module in (model_routes, text, responses, embeddings, recommendation, audio, vision, adapters, files,
+                   fine_tuning):
         app.include_router(module.router)
 
     @app.get("/health", response_model=Health, response_model_exclude_none=True,
@@ -168,7 +179,8 @@ def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MA
     # the last added runs first: metrics see everything, then the drain, the key check, the body limit
     app.add_middleware(BodyLimitMiddleware, limit=max_body,
                        route_limits={**{path: max_audio_body for path in audio.UPLOAD_ROUTES},
-                                     **{path: max_image_body for path in vision.UPLOAD_ROUTES}})
+                                     **{path: max_image_body for path in vision.UPLOAD_ROUTES},
+                                     **{path: max_file_body for path in files.UPLOAD_ROUTES}})
     app.add_middleware(AuthMiddleware, keys=keys)
     app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
