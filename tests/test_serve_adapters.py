@@ -111,3 +111,28 @@ def test_store_adapters_are_served_with_their_base(adapters, home):
     reference.add_adapter("sea", folder)
     assert r.json()["choices"][0]["message"]["content"] == reference.chat(PROMPT, max_tokens=12, temperature=0,
                                                                            adapter="sea").text
+
+
+def test_a_peft_folder_imports_as_an_adapter_of_a_store_model(adapters, home):
+    from conftest import run_cli
+
+    from puhui import store
+    from puhui.errors import BadInput
+
+    with pytest.raises(BadInput, match="--base") as e:
+        store.import_path(adapters["sky-lora"], "sky")      # its base_model_name_or_path is a folder, not a name
+    assert e.value.param == "base"
+    with pytest.raises(BadInput, match="not a model of the store"):
+        store.import_path(adapters["sky-lora"], "sky", base="nope")
+    base = store.import_path(tiny_model_folder(), "tiny-base")
+    m = store.import_path(adapters["sky-lora"], "sky", base="tiny-base")
+    assert (m.format, m.task, m.main) == ("peft-lora", "text-generation", "adapter_model.safetensors")
+    assert m.extra["adapter"]["base"] == "tiny-base"
+    assert m.extra["adapter"]["base_sha256"] == {f.name: f.sha256 for f in base.files}[base.main]
+    assert store.adapters_of("tiny-base") == [store.get("sky")]
+    with pytest.raises(BadInput, match="adapts a text-generation model"):
+        store.import_path(adapters["sea-lora"], "sea", base="sky")
+    r = run_cli("models", "import", str(adapters["sea-lora"]), "--name", "sea", home=home)
+    assert r.returncode == 2 and "--base" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = run_cli("models", "import", str(adapters["sea-lora"]), "--name", "sea", "--base", "tiny-base", home=home)
+    assert r.returncode == 0 and "peft-lora" in r.stdout, r.stderr

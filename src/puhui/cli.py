@@ -97,15 +97,17 @@ def models_info(name: str, as_json: bool = typer.Option(False, "--json")):
 @models_app.command("import")
 def models_import(path: str, name: str = typer.Option(..., "--name", help="Name in the store."),
                   task: Optional[str] = typer.Option(None, "--task", help="Task when it cannot be inferred."),
-                  package: bool = typer.Option(False, "--package", help="PATH is an installed Python package.")):
-    """Import a Hugging Face folder, a .gguf or .safetensors file, or an installed package carrying weights."""
+                  package: bool = typer.Option(False, "--package", help="PATH is an installed Python package."),
+                  base: Optional[str] = typer.Option(None, "--base", help="A LoRA adapter's base (a store model).")):
+    """Import a Hugging Face folder, a .gguf or .safetensors file, a PEFT LoRA adapter folder (with --base), or
+    an installed package carrying weights."""
     from . import store
 
     with _progress() as p:
         if package or (not Path(path).exists() and _is_distribution(path)):
             m = store.import_package(path, name, task=task, progress=p)
         else:
-            m = store.import_path(path, name, task=task, progress=p)
+            m = store.import_path(path, name, task=task, progress=p, base=base)
     typer.echo(f"imported {m.name}: {m.task}, {m.architecture or '-'}, {m.format}, {_human(m.size)}")
 
 

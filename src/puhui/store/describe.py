@@ -56,6 +56,19 @@ _EMBEDDING_GGUF_ARCHS = {"bert", "nomic-bert", "jina-bert-v2", "modern-bert"}
 def describe(root: Path, rels: list[str], task: str | None) -> dict:
     """format, architecture, task, main file and extra facts of the model made of root/rels."""
     names = set(rels)
+    if ADAPTER_CONFIG in names:          # a PEFT LoRA adapter: what it runs on is the importer's to say
+        config = read_json(root / ADAPTER_CONFIG)
+        if not isinstance(config, dict):
+            raise BadInput(f"{root}/{ADAPTER_CONFIG}: not a JSON object")
+        if "adapter_model.safetensors" not in names:
+            raise BadInput(f"{root}: a LoRA adapter without adapter_model.safetensors (puhui never reads "
+                           f"adapter_model.bin: a pickle)")
+        peft_base = config.get("base_model_name_or_path")
+        return {"format": "peft-lora", "architecture": "lora", "task": "text-generation",
+                "main": "adapter_model.safetensors",
+                "extra": {"adapter": {"peft_base": peft_base if isinstance(peft_base, str) else None,
+                                      "r": config.get("r"), "lora_alpha": config.get("lora_alpha"),
+                                      "target_modules": config.get("target_modules")}}}
     fmt = _format(root, rels)
     facts: dict = {"format": fmt, "architecture": None, "extra": {}, "main": main_file(rels, fmt)}
     guess = None
@@ -107,6 +120,7 @@ def describe(root: Path, rels: list[str], task: str | None) -> dict:
     return facts
 
 
+ADAPTER_CONFIG = "adapter_config.json"
 SENTENCE_KEYS = ("pooling", "normalize", "max_seq_length")
 
 

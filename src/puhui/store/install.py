@@ -67,9 +67,11 @@ def sha256_file(path: str | Path, progress: ProgressFn | None = None) -> str:
 # ---------------------------------------------------------------------------------------------- writing
 
 def import_path(path: str | Path, name: str, task: str | None = None, progress: ProgressFn | None = None,
-                copy: bool = True) -> Manifest:
-    """Import a Hugging Face folder, a single .gguf / .safetensors file, or any folder of model files
-    (CTranslate2, ONNX voice ...). Files are copied in (copy=False: referenced where they are)."""
+                copy: bool = True, base: str | None = None) -> Manifest:
+    """Import a Hugging Face folder, a single .gguf / .safetensors file, a PEFT LoRA adapter folder, or any
+    folder of model files (CTranslate2, ONNX voice ...). Files are copied in (copy=False: referenced where they
+    are). An adapter records its base, a store model (`base`, or the adapter_config.json's
+    base_model_name_or_path when that names one), with the sha256 of the base's weights."""
     check_name(name)
     task = task_name(task) if task else None
     path = Path(path).expanduser()
@@ -84,7 +86,28 @@ def import_path(path: str | Path, name: str, task: str | None = None, progress: 
             raise BadInput(f"{path}: the folder is empty")
     srcs = [Source(stored_name(r), "copy" if copy else "ref", [root / r]) for r in rels]
     facts = describe(root, rels, task)
+    if "adapter" in facts["extra"]:
+        facts["extra"]["adapter"].update(adapter_base(base or facts["extra"]["adapter"]["peft_base"], path))
+    elif base is not None:
+        raise BadInput(f"{path}: --base is for LoRA adapters (a folder with adapter_config.json)", param="base")
     return install_model(name, facts, srcs, f"file:{path}", progress or silent)
+
+
+def adapter_base(base: str | None, where) -> dict:
+    """{"base", "base_sha256"} of an adapter's base, a text-generation model of the store."""
+    from . import get
+
+    if not base:
+        raise BadInput(f"{where}: a LoRA adapter: say which store model it adapts (--base NAME)", param="base")
+    try:
+        m = get(base)
+    except (ModelNotFound, BadInput):
+        raise BadInput(f"{where}: the adapter's base {base!r} is not a model of the store (import it first, or "
+                       f"pass --base NAME)", param="base") from None
+    if m.task != "text-generation" or "adapter" in m.extra:
+        raise BadInput(f"{where}: base {base!r} is a {m.task} {'adapter' if 'adapter' in m.extra else 'model'}; "
+                       f"an adapter adapts a text-generation model", param="base")
+    return {"base": m.name, "base_sha256": {f.name: f.sha256 for f in m.files}.get(m.main)}
 
 
 def save_model(name: str, task: str, architecture: str | None, format: str,
