@@ -129,6 +129,35 @@ def models_rm(name: str):
     typer.echo(f"removed {m.name}")
 
 
+@models_app.command("export")
+def models_export(name: str, out: str = typer.Option(..., "--out", help="The folder (safetensors) or .gguf file."),
+                  merged: bool = typer.Option(False, "--merged", help="Merge a LoRA adapter into its base."),
+                  fmt: str = typer.Option("safetensors", "--format", help="safetensors or gguf.")):
+    """Write a LoRA adapter merged into its base, as a Hugging Face folder or a float32 GGUF."""
+    from . import store
+    from .compress import export
+    from .errors import BadInput
+
+    m = store.get(name)
+    info = m.extra.get("adapter")
+    if not isinstance(info, dict):
+        raise BadInput(f"{name!r} is not a LoRA adapter: only adapters export (merged into their base)",
+                       param="name")
+    if not merged:
+        raise BadInput("say --merged: the adapter's own files are already PEFT's (in the store folder "
+                       f"{m.folder})", param="merged")
+    if fmt not in ("safetensors", "gguf"):
+        raise BadInput(f"--format is safetensors or gguf, not {fmt!r}", param="format")
+    base = store.get(info["base"])
+    if fmt == "gguf":
+        path = export.export_gguf(base, m.folder, out)
+    else:
+        from .tasks import load
+        tokenizer = load(base, task="text-generation", max_batch=1).tokenizer if base.format == "gguf" else None
+        path = export.export_safetensors(base, m.folder, out, tokenizer=tokenizer)
+    typer.echo(f"wrote {path}: {name} merged into {base.name} ({fmt})")
+
+
 @models_app.command("pull")
 def models_pull(hub_id: str, name: Optional[str] = typer.Option(None, "--name"),
                 task: Optional[str] = typer.Option(None, "--task"),
