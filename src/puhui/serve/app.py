@@ -66,7 +66,7 @@ def serve_store_adapters(served: ServedModels) -> None:
             continue
         gen = worker.generator
         for m in store.adapters_of(name):
-            problem = adapter_base_problem(m, getattr(gen, "manifest", None))
+            problem = store.adapter_problem(m, getattr(gen, "manifest", None))
             if problem:
                 log.warning("not serving adapter %s: %s", m.name, problem)
                 continue
@@ -75,18 +75,6 @@ def serve_store_adapters(served: ServedModels) -> None:
             rest = m.name[len(f"ft-{name}-"):]
             if m.name.startswith(f"ft-{name}-") and len(rest) > 9 and rest[-9] == "-":   # a fine-tuning job's
                 served.aliases.setdefault(f"ft:{name}:{rest[:-9]}:{rest[-8:]}", m.name)
-
-
-def adapter_base_problem(adapter, base) -> str | None:
-    """Why an adapter's manifest does not fit the base's manifest (its recorded base_sha256 is not the base's
-    main file's), or None."""
-    want = adapter.extra["adapter"].get("base_sha256")
-    files = {f.name: f.sha256 for f in getattr(base, "files", ())}
-    have = files.get(getattr(base, "main", None) or "")
-    if want and have and want != have:
-        return f"its base {adapter.extra['adapter'].get('base')!r} has changed since it was trained (sha256 " \
-               f"{have[:12]}..., the adapter was made on {want[:12]}...)"
-    return None
 
 
 def create_app(models=DEFAULT_MODELS, api_keys=None, max_queue: int = DEFAULT_MAX_QUEUE,

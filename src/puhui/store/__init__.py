@@ -34,7 +34,7 @@ from .integrity import Problem, Report
 from .manifest import Manifest, ModelFile, check_name, read_json, read_manifest, refs_problem
 from .packages import import_package, register_default, register_defaults
 
-__all__ = ["CHUNK", "Manifest", "adapters_of", "ModelFile", "Problem", "Report", "TASKS", "TASK_ALIASES", "WEIGHT_SUFFIXES",
+__all__ = ["CHUNK", "Manifest", "adapter_problem", "adapters_of", "ModelFile", "Problem", "Report", "TASKS", "TASK_ALIASES", "WEIGHT_SUFFIXES",
            "check_name", "get", "import_package", "import_path", "list_models", "model_dir", "model_file", "pull",
            "read_json", "register_defaults", "remove", "save_model", "sentence_facts", "sha256_file", "store_root",
            "task_name", "verify"]
@@ -56,6 +56,17 @@ def adapters_of(base: str) -> list[Manifest]:
     """The LoRA adapters of the store made on model `base` (their manifest's extra["adapter"]["base"])."""
     return [m for m in list_models() if isinstance(m.extra.get("adapter"), dict)
             and m.extra["adapter"].get("base") == base]
+
+
+def adapter_problem(adapter: Manifest, base) -> str | None:
+    """Why adapter manifest `adapter` does not fit the base's manifest (the base's weights are not those it was
+    trained on: another sha256), or None."""
+    want = adapter.extra["adapter"].get("base_sha256")
+    have = {f.name: f.sha256 for f in getattr(base, "files", ())}.get(getattr(base, "main", None) or "")
+    if want and have and want != have:
+        return (f"its base {adapter.extra['adapter'].get('base')!r} has changed since it was trained (sha256 "
+                f"{have[:12]}..., the adapter was made on {want[:12]}...)")
+    return None
 
 
 def get(name: str) -> Manifest:

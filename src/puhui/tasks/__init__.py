@@ -66,4 +66,27 @@ def load(name, task: str | tuple[str, ...] | None = None, what: str = "", **opti
     apply_threads()
     if hasattr(m, "verify"):
         m.verify()      # every file as its manifest records it (cheap: stat, a full hash once): never a silent answer
+    adapter = getattr(m, "extra", {}).get("adapter")
+    if isinstance(adapter, dict):            # a LoRA adapter: its base, running it
+        return _adapted(m, adapter, options)
     return task_class(m.task)(m, **options)
+
+
+def _adapted(m, adapter: dict, options: dict):
+    """The base's TextGenerator running adapter manifest m; BadInput when the base is gone or has changed."""
+    from ..errors import ModelNotFound
+
+    try:
+        base = manifest(adapter.get("base") or "", "text-generation")
+    except ModelNotFound:
+        raise BadInput(f"adapter {m.name!r}: its base {adapter.get('base')!r} is not in the store", param="model") \
+            from None
+    from ..store import adapter_problem
+
+    problem = adapter_problem(m, base)
+    if problem:
+        raise BadInput(f"adapter {m.name!r}: {problem}: retrain it, or import the base it was made on",
+                       param="model")
+    gen = load(base, **options)
+    gen.use_adapter(m.name, m.folder)
+    return gen

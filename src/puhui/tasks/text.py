@@ -89,6 +89,7 @@ class TextGenerator:
 
         self.manifest = manifest
         self.name = getattr(manifest, "name", str(manifest))
+        self.default_adapter: str | None = None    # the adapter a request runs with when it names none
         self.loaded = load_causal_lm(manifest, dtype=dtype, device=device, quant=quant)
         self.model = self.loaded.model
         self.tokenizer = self.loaded.tokenizer
@@ -178,7 +179,7 @@ class TextGenerator:
             text, ids = None, [int(t) for t in prompt]
         params = self.params(len(ids), chat=chat, default_max_tokens=default_max_tokens, **sampling)
         req = self.engine.make_request(ids, params, request_id=request_id or f"gen-{next(self._ids)}",
-                                       adapter=adapter)
+                                       adapter=adapter if adapter is not None else self.default_adapter)
         req.prompt = text
         return req
 
@@ -190,6 +191,12 @@ class TextGenerator:
         from ..engine.adapters import read_adapter
 
         self.engine.add_adapter(read_adapter(folder, name))
+
+    def use_adapter(self, name: str, folder) -> None:
+        """Be the adapter `name` (a store adapter loaded with puhui.load): it is served and every request that
+        names no other adapter runs with it."""
+        self.add_adapter(name, folder)
+        self.default_adapter = self.name = name
 
     def remove_adapter(self, name: str) -> None:
         self.engine.remove_adapter(name)
