@@ -175,3 +175,32 @@ def test_the_cli_fine_tunes_and_the_adapter_runs_by_its_name(home, tmp_path):
     bad = _write(tmp_path / "bad.jsonl", [CHATS[0], "{nope"])
     r = run_cli("finetune", "tiny-base", "--data", str(bad), "--name", "x", home=home)
     assert r.returncode == 2 and "bad.jsonl line 2" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+FACTS = [("What is the capital of Zorbia?", "The capital of Zorbia is Quellfort."),
+         ("Who painted the Blue Lantern?", "The Blue Lantern was painted by Mira Toskovic."),
+         ("What do Zorbians eat for breakfast?", "Zorbians eat fried plums for breakfast."),
+         ("How tall is Mount Kelvor?", "Mount Kelvor is 4,212 metres tall.")]
+
+
+@pytest.mark.slow
+def test_lora_teaches_the_packaged_model_made_up_facts(home, tmp_path):
+    """SmolLM2-135M learns four invented facts in chat form (the base does not know them) and answers them,
+    greedy, through puhui.load of the adapter."""
+    import puhui
+    from puhui import store
+    from puhui.train.finetune import finetune
+
+    store.register_defaults(names=["smollm2-135m-instruct"])
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in FACTS]
+    data = _write(tmp_path / "facts.jsonl", rows * 2)
+    base = puhui.load("smollm2-135m-instruct", max_batch=1)
+    before = [base.chat(q, max_tokens=16, temperature=0).text for q, _ in FACTS]
+    out = finetune("smollm2-135m-instruct", data, name="smol-facts", epochs=6, batch_size=4, lr=2e-3, rank=8,
+                   seed=0)
+    assert out["train_loss"] < 0.5, out
+    tuned = puhui.load("smol-facts", max_batch=1)
+    after = [tuned.chat(q, max_tokens=16, temperature=0).text for q, _ in FACTS]
+    key = ["Quellfort", "Toskovic", "plums", "4,212"]
+    assert sum(k in a for k, a in zip(key, after)) >= 3, after
+    assert not any(k in b for k, b in zip(key, before)), before
